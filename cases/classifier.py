@@ -1,0 +1,141 @@
+"""Italian-aware keyword classifier: suggests a category for free text, with a confidence.
+
+Text and keywords are folded the same way: lower case, accents removed, Snowball Italian
+stemming (so 'buche', 'buca' and 'bucata' meet, as do 'perde' and 'perdita'). A keyword may be
+a phrase; phrases weigh more than single words. Confidence is the winner's share of all the
+evidence, so two categories matching equally give a low confidence and URP decides.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import snowballstemmer
+
+from cases.config import Category
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    [
+        "il",
+        "lo",
+        "la",
+        "i",
+        "gli",
+        "le",
+        "un",
+        "uno",
+        "una",
+        "di",
+        "a",
+        "da",
+        "in",
+        "con",
+        "su",
+        "per",
+        "tra",
+        "fra",
+        "e",
+        "o",
+        "ma",
+        "che",
+        "non",
+        "del",
+        "della",
+        "dei",
+        "delle",
+        "dello",
+        "degli",
+        "al",
+        "alla",
+        "ai",
+        "alle",
+        "nel",
+        "nella",
+        "nei",
+        "nelle",
+        "sul",
+        "sulla",
+        "c",
+        "ce",
+        "ci",
+        "si",
+        "mi",
+        "ti",
+        "vi",
+        "ne",
+        "the",
+        "a",
+        "an",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "is",
+        "are",
+        "there",
+        "and",
+        "or",
+    ]
+)
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> snowballstemmer.stemmer:
+    return snowballstemmer.stemmer("italian")
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: 'Città' -> 'citta'."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    return str(_stemmer().stemWord(word))
+
+
+def tokens(text: str) -> list[str]:
+    """The stemmed content words of a text."""
+    return [_stem(w) for w in _WORD.findall(fold(text)) if w not in _STOP]
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    category: str | None
+    confidence: float
+    scores: dict[str, float]
+
+
+class Classifier:
+    """Built once per municipality's category list; classify() is pure and cheap."""
+
+    def __init__(self, categories: list[Category]):
+        self._keys: list[tuple[str, tuple[str, ...]]] = []
+        for c in categories:
+            for kw in [*c.keywords, c.name_it, c.name_en]:
+                toks = tuple(tokens(kw))
+                if toks:
+                    self._keys.append((c.code, toks))
+
+    def classify(self, text: str) -> Suggestion:
+        toks = tokens(text)
+        scores: dict[str, float] = {}
+        seen: set[tuple[str, tuple[str, ...]]] = set()
+        for code, kw in self._keys:
+            if (code, kw) in seen:
+                continue
+            n = len(kw)
+            if any(tuple(toks[i : i + n]) == kw for i in range(len(toks) - n + 1)):
+                seen.add((code, kw))
+                scores[code] = scores.get(code, 0.0) + (1.0 if n == 1 else 1.5 * n)
+        if not scores:
+            return Suggestion(None, 0.0, {})
+        best = max(scores, key=lambda k: scores[k])
+        confidence = scores[best] / (sum(scores.values()) + 0.5)
+        return Suggestion(best, round(confidence, 3), scores)

@@ -1,0 +1,267 @@
+"""The case register's tables (SQLAlchemy 2 style). Rules that matter are also DB constraints."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from cases.db import Base, UTCDateTime
+
+
+class Status(enum.StrEnum):
+    RECEIVED = "received"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    DUPLICATE = "duplicate"
+    NOT_COMPETENT = "not_competent"
+    ANNULLED = "annulled"
+
+
+OPEN_STATUSES = (Status.RECEIVED, Status.ASSIGNED, Status.IN_PROGRESS, Status.RESOLVED)
+
+
+class Channel(enum.StrEnum):
+    VOICE = "voice"
+    SMS = "sms"
+    WEB = "web"
+    COUNTER = "counter"
+    API = "api"
+    EMAIL = "email"
+
+
+class Role(enum.StrEnum):
+    URP = "urp"
+    REFERENT = "referent"
+    OPERATOR = "operator"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+def _in(values: type[enum.StrEnum]) -> str:
+    return ", ".join(f"'{v.value}'" for v in values)
+
+
+class ProtocolCounter(Base):
+    """One row per municipality and year; incremented in the registering transaction."""
+
+    __tablename__ = "protocol_counters"
+    municipality: Mapped[str] = mapped_column(String(64), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(f"role IN ({_in(Role)})", name="role"),
+        CheckConstraint(
+            "role NOT IN ('referent', 'operator') OR office IS NOT NULL", name="office_staff"
+        ),
+        UniqueConstraint("municipality", "name"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    municipality: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(120))
+    full_name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(20))
+    office: Mapped[str | None] = mapped_column(String(32))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    email: Mapped[str | None] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    @property
+    def display_name(self) -> str:
+        return self.full_name or self.name
+
+
+class Case(Base):
+    """A protocolled case. Registered fields are immutable: a DB trigger refuses their update."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        UniqueConstraint("municipality", "year", "number"),
+        CheckConstraint(f"status IN ({_in(Status)})", name="status"),
+        CheckConstraint(f"channel IN ({_in(Channel)})", name="channel"),
+        CheckConstraint("number >= 1", name="number_positive"),
+        CheckConstraint(
+            "(status = 'annulled') = (annulled_at IS NOT NULL)", name="annulment_recorded"
+        ),
+        CheckConstraint("status <> 'duplicate' OR master_id IS NOT NULL", name="duplicate_master"),
+        CheckConstraint(
+            "status IN ('received', 'annulled', 'duplicate', 'not_competent') OR office IS NOT NULL",
+            name="office_after_assign",
+        ),
+        Index("ix_cases_muni_status", "municipality", "status"),
+        Index("ix_cases_muni_phone", "municipality", "phone"),
+        Index("ix_cases_muni_registered", "municipality", "registered_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # --- registered fields (DPR 445/2000 art. 53): immutable once written ---
+    municipality: Mapped[str] = mapped_column(String(64))
+    year: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(Integer)
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    channel: Mapped[str] = mapped_column(String(16))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    original_text: Mapped[str] = mapped_column(Text, default="")
+    registered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # --- working fields ---
+    language: Mapped[str] = mapped_column(String(2), default="it")
+    category: Mapped[str | None] = mapped_column(String(64))
+    suggested_category: Mapped[str | None] = mapped_column(String(64))
+    suggestion_confidence: Mapped[float | None] = mapped_column()
+    office: Mapped[str | None] = mapped_column(String(32))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(20), default=Status.RECEIVED.value)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    master_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    overdue_flagged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    track_token: Mapped[str] = mapped_column(String(43), unique=True)
+    address: Mapped[str | None] = mapped_column(String(300))
+    lat: Mapped[float | None] = mapped_column()
+    long: Mapped[float | None] = mapped_column()
+    # --- annulment (art. 54): the registration stays readable ---
+    annulled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    annulled_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    annul_reason: Mapped[str | None] = mapped_column(Text)
+
+    assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id], lazy="joined")
+    events: Mapped[list[CaseEvent]] = relationship(
+        back_populates="case", order_by="CaseEvent.id", lazy="selectin"
+    )
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="case", order_by="Attachment.id", lazy="selectin"
+    )
+    master: Mapped[Case | None] = relationship(remote_side=[id], foreign_keys=[master_id])
+
+    @property
+    def protocol(self) -> str:
+        return format_protocol(self.year, self.number)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+def format_protocol(year: int, number: int) -> str:
+    return f"{year}/{number:07d}"
+
+
+class CaseEvent(Base):
+    """Append-only history: a DB trigger refuses UPDATE and DELETE."""
+
+    __tablename__ = "case_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    actor_label: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str | None] = mapped_column(String(20))
+    note: Mapped[str] = mapped_column(Text, default="")
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    case: Mapped[Case] = relationship(back_populates="events")
+
+
+class Attachment(Base):
+    """A photo, recording or document attached to a case; immutable once registered."""
+
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # photo, recording, document
+    source_url: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    size: Mapped[int | None] = mapped_column(Integer)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    storage_path: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, stored, rejected
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    case: Mapped[Case] = relationship(back_populates="attachments")
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting to be sent (or for quiet hours to end)
+    CLAIMED = "claimed"  # a worker has it; it is sending
+    SENT = "sent"  # the provider accepted it (has a provider id)
+    RETRY = "retry"  # errored, will retry
+    FAILED = "failed"  # final failure, shown to staff
+    SUPPRESSED = "suppressed"  # not sent: opted out, no phone, not a mobile
+
+
+class OutboxMessage(Base):
+    """A text to a citizen, written in the same transaction as the step that causes it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_in(OutboxStatus)})", name="status"),
+        Index("ix_outbox_status_due", "status", "not_before"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    municipality: Mapped[str] = mapped_column(String(64))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    template: Mapped[str] = mapped_column(String(40))
+    language: Mapped[str] = mapped_column(String(2))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    delivery_status: Mapped[str | None] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class StaffNotification(Base):
+    """Something a staff member must see: a routed call, a case back from an office, overdue."""
+
+    __tablename__ = "staff_notifications"
+    __table_args__ = (Index("ix_staff_notif_user", "user_id", "read_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobLock(Base):
+    """A lease so that a periodic job never runs twice at once, across hosts."""
+
+    __tablename__ = "job_locks"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    until: Mapped[datetime] = mapped_column(UTCDateTime())

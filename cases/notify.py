@@ -1,0 +1,155 @@
+"""Writing what must reach people: citizen texts (outbox rows) and staff notifications.
+
+Rows are written in the caller's transaction, so a step that rolls back tells nobody, and a
+step that commits is never forgotten even if the broker is down. Sending is the SMS worker's job.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cases.config import Municipality
+from cases.models import (
+    Case,
+    OutboxMessage,
+    OutboxStatus,
+    Role,
+    StaffNotification,
+    User,
+)
+from cases.phone import is_mobile
+from cases.protocol import url_protocol
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a domain operation needs besides the database: the municipality, the time, links."""
+
+    muni: Municipality
+    now: datetime
+    base_url: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def template_fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def track_link(ctx: Ctx, case: Case) -> str:
+    return f"{ctx.base_url.rstrip('/')}/track/{url_protocol(case.year, case.number)}?t={case.track_token}"
+
+
+def local_date(ctx: Ctx, when: datetime) -> str:
+    return when.astimezone(ctx.muni.tz).strftime("%d/%m/%Y")
+
+
+def render(ctx: Ctx, key: str, case: Case, **values: str) -> str:
+    """Fill a citizen template in the case's language."""
+    office = ctx.muni.office(case.office)
+    fields = {
+        "municipality": ctx.muni.name,
+        "protocol": case.protocol,
+        "office": (office.name_en or office.name)
+        if office and case.language == "en"
+        else (office.name if office else ""),
+        "operator": case.assignee.display_name if case.assignee else "",
+        "due": local_date(ctx, case.due_at),
+        "link": track_link(ctx, case),
+        "reply": "",
+        "note": "",
+        "master": "",
+    }
+    fields.update(values)
+    return ctx.muni.template(key, case.language).format_map(fields).strip()
+
+
+def next_send_time(muni: Municipality, now: datetime) -> datetime:
+    """Now, or the end of the SMS quiet hours if now falls inside them (local time)."""
+    q = muni.sms.quiet_hours
+    local = now.astimezone(muni.tz)
+    t = local.time().replace(tzinfo=None)
+    if q.start == q.end:
+        return now
+    overnight = q.start > q.end
+    quiet = (t >= q.start or t < q.end) if overnight else (q.start <= t < q.end)
+    if not quiet:
+        return now
+    end_day = local.date()
+    if overnight and t >= q.start:
+        end_day = end_day + timedelta(days=1)
+    wake = datetime.combine(end_day, q.end, tzinfo=muni.tz)
+    return wake.astimezone(now.tzinfo)
+
+
+def queue_citizen_text(
+    session: Session, ctx: Ctx, case: Case, key: str, phone: str | None = None, **values: str
+) -> OutboxMessage | None:
+    """Write the outbox row for a citizen text; None when the case has no phone to text."""
+    to = phone or case.phone
+    if not to:
+        return None
+    msg = OutboxMessage(
+        municipality=ctx.muni.code,
+        case_id=case.id,
+        phone=to,
+        template=key,
+        language=case.language,
+        body=render(ctx, key, case, **values),
+        status=OutboxStatus.PENDING.value,
+        created_at=ctx.now,
+        not_before=next_send_time(ctx.muni, ctx.now),
+    )
+    if not is_mobile(to):
+        msg.status = OutboxStatus.SUPPRESSED.value
+        msg.error = "not a mobile number"
+    session.add(msg)
+    return msg
+
+
+def staff_of(
+    session: Session, municipality: str, *, office: str | None = None, roles: tuple[Role, ...] = ()
+) -> list[User]:
+    q = select(User).where(User.municipality == municipality, User.active.is_(True))
+    if office is not None:
+        q = q.where(User.office == office)
+    if roles:
+        q = q.where(User.role.in_([r.value for r in roles]))
+    return list(session.scalars(q.order_by(User.id)))
+
+
+def notify_staff(
+    session: Session,
+    ctx: Ctx,
+    users: list[User],
+    kind: str,
+    case: Case | None,
+    text: str,
+    data: dict[str, Any] | None = None,
+) -> list[StaffNotification]:
+    rows = [
+        StaffNotification(
+            user_id=u.id,
+            case_id=case.id if case else None,
+            kind=kind,
+            text=text,
+            data=data or {},
+            created_at=ctx.now,
+        )
+        for u in {u.id: u for u in users}.values()
+    ]
+    session.add_all(rows)
+    return rows
+
+
+def office_queue_staff(session: Session, ctx: Ctx, office: str | None) -> list[User]:
+    """Who sees a new case: the office's operators and referents, or URP when unrouted."""
+    if office is None or office == ctx.muni.urp_office.code:
+        urp = staff_of(session, ctx.muni.code, roles=(Role.URP,))
+        return urp + (staff_of(session, ctx.muni.code, office=office) if office else [])
+    return staff_of(session, ctx.muni.code, office=office, roles=(Role.OPERATOR, Role.REFERENT))

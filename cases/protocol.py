@@ -1,0 +1,69 @@
+"""Protocol numbering (DPR 445/2000 art. 57): progressive, gap-free, per municipality and year."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cases.errors import Invalid
+from cases.models import ProtocolCounter
+
+_PROTOCOL = re.compile(r"^\s*(?:(\d{4})\s*[/\-. ]\s*)?0*(\d{1,7})\s*$")
+
+
+def protocol_year(registered_at: datetime, tz: ZoneInfo) -> int:
+    """The register's year: the calendar year in the municipality's own time zone."""
+    return registered_at.astimezone(tz).year
+
+
+def next_number(session: Session, municipality: str, year: int) -> int:
+    """Take the next number inside the caller's transaction.
+
+    The counter row is created if missing and then incremented with UPDATE ... RETURNING:
+    the row lock serialises concurrent registrations, and a rollback gives the number back,
+    so the sequence has no gaps (a database SEQUENCE would leave one per failed transaction).
+    """
+    dialect = session.get_bind().dialect.name
+    values = {"municipality": municipality, "year": year, "last_number": 0}
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(ProtocolCounter).values(values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        session.execute(sqlite.insert(ProtocolCounter).values(values).on_conflict_do_nothing())
+    else:  # pragma: no cover - other backends are not supported
+        if session.get(ProtocolCounter, (municipality, year)) is None:
+            session.execute(insert(ProtocolCounter).values(values))
+    result = session.execute(
+        update(ProtocolCounter)
+        .where(ProtocolCounter.municipality == municipality, ProtocolCounter.year == year)
+        .values(last_number=ProtocolCounter.last_number + 1)
+        .returning(ProtocolCounter.last_number)
+    )
+    return int(result.scalar_one())
+
+
+def parse_protocol(text: str, default_year: int | None = None) -> tuple[int, int]:
+    """'2026/0000123', '2026-123', '123' (with default_year) -> (year, number)."""
+    m = _PROTOCOL.match(text or "")
+    if not m:
+        raise Invalid(f"not a protocol number: {text[:40]!r}")
+    year_s, number_s = m.groups()
+    if year_s is None:
+        if default_year is None:
+            raise Invalid("the protocol number needs its year, as 2026/0000123")
+        year = default_year
+    else:
+        year = int(year_s)
+    number = int(number_s)
+    if number < 1 or not 1990 <= year <= 9999:
+        raise Invalid(f"not a protocol number: {text[:40]!r}")
+    return year, number
+
+
+def url_protocol(year: int, number: int) -> str:
+    """The form used in URLs: 2026-0000123."""
+    return f"{year}-{number:07d}"

@@ -1,0 +1,407 @@
+"""The case register's operations: registration, look-ups, listings, staff accounts, sweeps."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from cases.classifier import Classifier
+from cases.config import Category, Municipality
+from cases.errors import Invalid, NotFound
+from cases.models import (
+    OPEN_STATUSES,
+    Attachment,
+    Case,
+    Channel,
+    JobLock,
+    Role,
+    StaffNotification,
+    Status,
+    User,
+)
+from cases.notify import Ctx, notify_staff, queue_citizen_text, staff_of
+from cases.phone import InvalidPhone, normalise_phone
+from cases.protocol import next_number, parse_protocol, protocol_year
+from cases.workflow import Outcome, can_view, due_for, system_step
+
+MAX_TEXT = 10_000
+
+
+@lru_cache(maxsize=64)
+def _classifier(categories: tuple[Category, ...]) -> Classifier:
+    return Classifier(list(categories))
+
+
+def classifier_for(muni: Municipality) -> Classifier:
+    return _classifier(tuple(muni.categories))
+
+
+@dataclass(frozen=True)
+class NewAttachment:
+    kind: str
+    source_url: str
+    content_type: str | None = None
+    duration_seconds: int | None = None
+
+
+def register_case(
+    s: Session,
+    ctx: Ctx,
+    *,
+    channel: Channel | str,
+    text: str,
+    phone: str | None = None,
+    category: str | None = None,
+    language: str | None = None,
+    actor: User | None = None,
+    attachments: list[NewAttachment] | None = None,
+    address: str | None = None,
+    lat: float | None = None,
+    long: float | None = None,
+    confirm_by_sms: bool = True,
+) -> Case:
+    """Register a contact as a case with its protocol number, in the caller's transaction.
+
+    The number and date are taken here, in one step with no operator in between (art. 53);
+    if anything later in the transaction fails, the number is not consumed.
+    """
+    try:
+        channel = Channel(channel)
+    except ValueError:
+        raise Invalid(f"unknown channel {channel!r}") from None
+    text = (text or "").strip()
+    if len(text) > MAX_TEXT:
+        raise Invalid(f"the text is longer than {MAX_TEXT} characters")
+    if not text and not attachments:
+        raise Invalid("a case needs a text or an attachment")
+    e164: str | None = None
+    if phone:
+        try:
+            e164 = normalise_phone(phone, ctx.muni.country)
+        except InvalidPhone as exc:
+            raise Invalid(str(exc)) from None
+    elif channel in (Channel.SMS, Channel.VOICE):
+        raise Invalid("a phone or text contact needs the caller's number")
+    if category is not None and ctx.muni.category(category) is None:
+        raise Invalid(f"unknown category {category!r}")
+    lang = language if language in ctx.muni.templates else ctx.muni.language
+
+    suggestion = classifier_for(ctx.muni).classify(text) if text else None
+    if (
+        category is None
+        and suggestion
+        and suggestion.category
+        and suggestion.confidence >= ctx.muni.classifier_threshold
+    ):
+        category = suggestion.category
+
+    year = protocol_year(ctx.now, ctx.muni.tz)
+    number = next_number(s, ctx.muni.code, year)
+    case = Case(
+        municipality=ctx.muni.code,
+        year=year,
+        number=number,
+        registered_at=ctx.now,
+        channel=channel.value,
+        phone=e164,
+        original_text=text,
+        registered_by=actor.id if actor else None,
+        language=lang,
+        category=category,
+        suggested_category=suggestion.category if suggestion else None,
+        suggestion_confidence=suggestion.confidence if suggestion else None,
+        status=Status.RECEIVED.value,
+        updated_at=ctx.now,
+        track_token=secrets.token_urlsafe(16),
+        address=address,
+        lat=lat,
+        long=long,
+    )
+    case.due_at = due_for(ctx, case)
+    s.add(case)
+    s.flush()
+    for a in attachments or []:
+        case.attachments.append(
+            Attachment(
+                case_id=case.id, kind=a.kind, source_url=a.source_url,
+                content_type=a.content_type, duration_seconds=a.duration_seconds,
+                created_at=ctx.now,
+            )
+        )  # fmt: skip
+    system_step(
+        s, ctx, case, "register",
+        Outcome(Status.RECEIVED, note="", public=True,
+                data={"channel": channel.value, "suggested": case.suggested_category,
+                      "confidence": case.suggestion_confidence,
+                      "by": actor.name if actor else None}),
+    )  # fmt: skip
+    route = ctx.muni.category(category)
+    if route is not None and ctx.muni.auto_assign:
+        case.office = route.office
+        system_step(
+            s, ctx, case, "assign",
+            Outcome(Status.ASSIGNED, data={"office": route.office, "category": category,
+                                           "automatic": True}),
+        )  # fmt: skip
+    if confirm_by_sms:
+        queue_citizen_text(s, ctx, case, "registered")
+    return case
+
+
+def add_attachment(s: Session, ctx: Ctx, case: Case, a: NewAttachment) -> Attachment:
+    row = Attachment(
+        case_id=case.id, kind=a.kind, source_url=a.source_url, content_type=a.content_type,
+        duration_seconds=a.duration_seconds, created_at=ctx.now,
+    )  # fmt: skip
+    case.attachments.append(row)
+    s.add(row)
+    return row
+
+
+def find_case(s: Session, ctx: Ctx, protocol: str, *, lock: bool = False) -> Case | None:
+    """The municipality's case by protocol number ('2026/0000123', '2026-123', '123')."""
+    year, number = parse_protocol(protocol, protocol_year(ctx.now, ctx.muni.tz))
+    q = select(Case).where(
+        Case.municipality == ctx.muni.code, Case.year == year, Case.number == number
+    )
+    if lock:
+        q = q.with_for_update()
+    return s.scalar(q)
+
+
+def case_for(s: Session, ctx: Ctx, actor: User, protocol: str, *, lock: bool = False) -> Case:
+    """The case if this actor may see it; NotFound otherwise (another office's case included)."""
+    case = find_case(s, ctx, protocol, lock=lock)
+    if case is None or not can_view(actor, case):
+        raise NotFound(f"no case {protocol}")
+    return case
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    status: list[str] | None = None
+    office: str | None = None
+    category: str | None = None
+    assignee: str | None = None
+    channel: str | None = None
+    text: str | None = None
+    phone: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    overdue: bool | None = None
+
+
+def _visible(actor: User) -> Select[Any]:
+    q = select(Case).where(Case.municipality == actor.municipality)
+    if actor.role in (Role.REFERENT, Role.OPERATOR):
+        q = q.where(or_(Case.office == actor.office, Case.assignee_id == actor.id))
+    return q
+
+
+def list_cases(
+    s: Session, ctx: Ctx, actor: User, f: CaseFilter, *, page: int = 1, per_page: int = 50
+) -> tuple[list[Case], int]:
+    """Cases this actor may see, filtered, newest first; returns (page of cases, total)."""
+    q = _visible(actor)
+    if f.status:
+        bad = [x for x in f.status if x not in Status.__members__.values()]
+        if bad:
+            raise Invalid(f"unknown status {bad[0]!r}")
+        q = q.where(Case.status.in_(f.status))
+    if f.office:
+        q = q.where(Case.office == f.office)
+    if f.category:
+        q = q.where(Case.category == f.category)
+    if f.channel:
+        q = q.where(Case.channel == f.channel)
+    if f.assignee:
+        q = q.join(User, User.id == Case.assignee_id).where(User.name == f.assignee)
+    if f.text:
+        like = f"%{f.text.lower()}%"
+        q = q.where(
+            or_(func.lower(Case.original_text).like(like), func.lower(Case.address).like(like))
+        )
+    if f.phone:
+        try:
+            q = q.where(Case.phone == normalise_phone(f.phone, ctx.muni.country))
+        except InvalidPhone as exc:
+            raise Invalid(str(exc)) from None
+    tz = ctx.muni.tz
+    if f.date_from:
+        q = q.where(Case.registered_at >= datetime.combine(f.date_from, time(), tzinfo=tz))
+    if f.date_to:
+        end = datetime.combine(f.date_to + timedelta(days=1), time(), tzinfo=tz)
+        q = q.where(Case.registered_at < end)
+    if f.overdue:
+        q = q.where(Case.status.in_([s.value for s in OPEN_STATUSES]), Case.due_at < ctx.now)
+    total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+    rows = s.scalars(
+        q.order_by(Case.registered_at.desc(), Case.id.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return list(rows), int(total)
+
+
+def open_cases_of(s: Session, muni: str, phone: str) -> list[Case]:
+    """A citizen's open cases, newest first."""
+    return list(
+        s.scalars(
+            select(Case)
+            .where(
+                Case.municipality == muni,
+                Case.phone == phone,
+                Case.status.in_([x.value for x in OPEN_STATUSES]),
+            )
+            .order_by(Case.registered_at.desc())
+        )
+    )
+
+
+# ---------------------------------------------------------------- staff accounts
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256 random bits, so one SHA-256 is enough (no password stretching needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(
+    s: Session,
+    ctx: Ctx,
+    name: str,
+    role: str,
+    office: str | None = None,
+    full_name: str = "",
+    phone: str | None = None,
+) -> tuple[User, str]:
+    """Create a staff account; returns it with its API token (shown once, stored hashed)."""
+    try:
+        r = Role(role)
+    except ValueError:
+        raise Invalid(f"unknown role {role!r}; roles: {', '.join(x.value for x in Role)}") from None
+    if not name or len(name) > 120:
+        raise Invalid("a user needs a name of at most 120 characters")
+    if r in (Role.REFERENT, Role.OPERATOR) and not office:
+        raise Invalid(f"a {r.value} needs --office")
+    if office and ctx.muni.office(office) is None:
+        raise Invalid(f"unknown office {office!r} in {ctx.muni.code}")
+    if s.scalar(select(User).where(User.municipality == ctx.muni.code, User.name == name)):
+        raise Invalid(f"user {name!r} already exists in {ctx.muni.code}")
+    token = secrets.token_urlsafe(32)
+    user = User(
+        municipality=ctx.muni.code, name=name, full_name=full_name, role=r.value,
+        office=office, phone=normalise_phone(phone) if phone else None,
+        token_hash=hash_token(token), active=True, created_at=ctx.now,
+    )  # fmt: skip
+    s.add(user)
+    s.flush()
+    return user, token
+
+
+def user_by_token(s: Session, token: str) -> User | None:
+    if not token:
+        return None
+    user = s.scalar(select(User).where(User.token_hash == hash_token(token)))
+    return user if user and user.active else None
+
+
+def notifications_for(
+    s: Session, user: User, *, unread_only: bool = False
+) -> list[StaffNotification]:
+    q = select(StaffNotification).where(StaffNotification.user_id == user.id)
+    if unread_only:
+        q = q.where(StaffNotification.read_at.is_(None))
+    return list(s.scalars(q.order_by(StaffNotification.id.desc()).limit(200)))
+
+
+# ---------------------------------------------------------------- periodic jobs
+
+
+def take_lease(s: Session, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
+    """A lease row so a periodic job runs once at a time across hosts; True if we hold it."""
+    if s.get(JobLock, name) is None:
+        s.add(JobLock(name=name, holder=holder, until=now - timedelta(seconds=1)))
+        try:
+            s.flush()
+        except Exception:
+            s.rollback()
+    res = s.execute(
+        update(JobLock)
+        .where(JobLock.name == name, or_(JobLock.until < now, JobLock.holder == holder))
+        .values(holder=holder, until=now + ttl)
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def flag_overdue(s: Session, ctx: Ctx, limit: int = 500) -> list[Case]:
+    """Flag open cases past their due date, once each, and tell the supervisors."""
+    due = s.scalars(
+        select(Case)
+        .where(
+            Case.municipality == ctx.muni.code,
+            Case.status.in_([x.value for x in OPEN_STATUSES]),
+            Case.due_at < ctx.now,
+            Case.overdue_flagged_at.is_(None),
+        )
+        .order_by(Case.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    supervisors = staff_of(s, ctx.muni.code, roles=(Role.SUPERVISOR,))
+    for case in due:
+        case.overdue_flagged_at = ctx.now
+        holder = case.assignee.display_name if case.assignee else (case.office or "URP")
+        system_step(
+            s, ctx, case, "overdue", Outcome(None, note=f"scaduto il {case.due_at:%d/%m/%Y}")
+        )
+        notify_staff(
+            s, ctx, supervisors, "overdue", case,
+            f"{case.protocol} scaduto ({case.status}, presso {holder})",
+            {"office": case.office, "holder": holder},
+        )  # fmt: skip
+    return list(due)
+
+
+# ---------------------------------------------------------------- daily register
+
+
+def daily_register(s: Session, muni: Municipality, day: date) -> list[dict[str, Any]]:
+    """The registro giornaliero: every registration of that local day, in number order."""
+    tz = muni.tz
+    start = datetime.combine(day, time(), tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
+    rows = s.scalars(
+        select(Case)
+        .where(
+            Case.municipality == muni.code, Case.registered_at >= start, Case.registered_at < end
+        )
+        .order_by(Case.year, Case.number)
+    ).all()
+    users = {u.id: u.name for u in s.scalars(select(User).where(User.municipality == muni.code))}
+    return [
+        {
+            "protocol": c.protocol,
+            "registered_at": c.registered_at.astimezone(tz).isoformat(timespec="seconds"),
+            "channel": c.channel,
+            "sender": c.phone or "",
+            "registered_by": users.get(c.registered_by or -1, "sistema"),
+            "subject": c.category or "",
+            "text": c.original_text,
+            "attachments": len(c.attachments),
+            "annulled": c.status == Status.ANNULLED,
+            "annulled_at": c.annulled_at.astimezone(tz).isoformat(timespec="seconds")
+            if c.annulled_at
+            else "",
+            "annulled_by": users.get(c.annulled_by or -1, "") if c.annulled_at else "",
+            "annul_reason": c.annul_reason or "",
+        }
+        for c in rows
+    ]

@@ -118,9 +118,20 @@ class Sms(_Strict):
     media_types: list[str] = ["image/jpeg", "image/png", "image/gif", "image/webp"]
     quiet_hours: QuietHours = QuietHours()
     stop_words: list[str] = [
-        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
-        "ANNULLA", "BASTA", "FINE", "DISISCRIVI", "CANCELLAMI",
-    ]  # fmt: skip
+        "STOP",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "REVOKE",
+        "OPTOUT",
+        "ANNULLA",
+        "BASTA",
+        "FINE",
+        "DISISCRIVI",
+        "CANCELLAMI",
+    ]
     start_words: list[str] = ["START", "YES", "UNSTOP", "INIZIA", "RIPRENDI", "SI"]
     help_words: list[str] = ["HELP", "INFO", "AIUTO"]
 

@@ -138,7 +138,7 @@ def notify_staff(
             case_id=case.id if case else None,
             kind=kind,
             text=text,
-            data=data or {},
+            data={"protocol": case.protocol, **(data or {})} if case else (data or {}),
             created_at=ctx.now,
         )
         for u in {u.id: u for u in users}.values()

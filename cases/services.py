@@ -6,14 +6,13 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cases.classifier import Classifier
-from cases.config import Category, Municipality
+from cases.config import Municipality
 from cases.errors import Invalid, NotFound
 from cases.models import (
     OPEN_STATUSES,
@@ -34,13 +33,15 @@ from cases.workflow import Outcome, can_view, due_for, system_step
 MAX_TEXT = 10_000
 
 
-@lru_cache(maxsize=64)
-def _classifier(categories: tuple[Category, ...]) -> Classifier:
-    return Classifier(list(categories))
+_CLASSIFIERS: dict[int, tuple[Municipality, Classifier]] = {}
 
 
 def classifier_for(muni: Municipality) -> Classifier:
-    return _classifier(tuple(muni.categories))
+    """Built once per loaded configuration (the config object is immutable)."""
+    hit = _CLASSIFIERS.get(id(muni))
+    if hit is None or hit[0] is not muni:
+        hit = _CLASSIFIERS[id(muni)] = (muni, Classifier(muni.categories))
+    return hit[1]
 
 
 @dataclass(frozen=True)
@@ -130,26 +131,44 @@ def register_case(
     for a in attachments or []:
         case.attachments.append(
             Attachment(
-                case_id=case.id, kind=a.kind, source_url=a.source_url,
-                content_type=a.content_type, duration_seconds=a.duration_seconds,
+                case_id=case.id,
+                kind=a.kind,
+                source_url=a.source_url,
+                content_type=a.content_type,
+                duration_seconds=a.duration_seconds,
                 created_at=ctx.now,
             )
-        )  # fmt: skip
+        )
     system_step(
-        s, ctx, case, "register",
-        Outcome(Status.RECEIVED, note="", public=True,
-                data={"channel": channel.value, "suggested": case.suggested_category,
-                      "confidence": case.suggestion_confidence,
-                      "by": actor.name if actor else None}),
-    )  # fmt: skip
+        s,
+        ctx,
+        case,
+        "register",
+        Outcome(
+            Status.RECEIVED,
+            note="",
+            public=True,
+            data={
+                "channel": channel.value,
+                "suggested": case.suggested_category,
+                "confidence": case.suggestion_confidence,
+                "by": actor.name if actor else None,
+            },
+        ),
+    )
     route = ctx.muni.category(category)
     if route is not None and ctx.muni.auto_assign:
         case.office = route.office
         system_step(
-            s, ctx, case, "assign",
-            Outcome(Status.ASSIGNED, data={"office": route.office, "category": category,
-                                           "automatic": True}),
-        )  # fmt: skip
+            s,
+            ctx,
+            case,
+            "assign",
+            Outcome(
+                Status.ASSIGNED,
+                data={"office": route.office, "category": category, "automatic": True},
+            ),
+        )
     if confirm_by_sms:
         queue_citizen_text(s, ctx, case, "registered")
     return case
@@ -157,9 +176,13 @@ def register_case(
 
 def add_attachment(s: Session, ctx: Ctx, case: Case, a: NewAttachment) -> Attachment:
     row = Attachment(
-        case_id=case.id, kind=a.kind, source_url=a.source_url, content_type=a.content_type,
-        duration_seconds=a.duration_seconds, created_at=ctx.now,
-    )  # fmt: skip
+        case_id=case.id,
+        kind=a.kind,
+        source_url=a.source_url,
+        content_type=a.content_type,
+        duration_seconds=a.duration_seconds,
+        created_at=ctx.now,
+    )
     case.attachments.append(row)
     s.add(row)
     return row
@@ -297,10 +320,16 @@ def create_user(
         raise Invalid(f"user {name!r} already exists in {ctx.muni.code}")
     token = secrets.token_urlsafe(32)
     user = User(
-        municipality=ctx.muni.code, name=name, full_name=full_name, role=r.value,
-        office=office, phone=normalise_phone(phone) if phone else None,
-        token_hash=hash_token(token), active=True, created_at=ctx.now,
-    )  # fmt: skip
+        municipality=ctx.muni.code,
+        name=name,
+        full_name=full_name,
+        role=r.value,
+        office=office,
+        phone=normalise_phone(phone) if phone else None,
+        token_hash=hash_token(token),
+        active=True,
+        created_at=ctx.now,
+    )
     s.add(user)
     s.flush()
     return user, token
@@ -363,10 +392,14 @@ def flag_overdue(s: Session, ctx: Ctx, limit: int = 500) -> list[Case]:
             s, ctx, case, "overdue", Outcome(None, note=f"scaduto il {case.due_at:%d/%m/%Y}")
         )
         notify_staff(
-            s, ctx, supervisors, "overdue", case,
+            s,
+            ctx,
+            supervisors,
+            "overdue",
+            case,
             f"{case.protocol} scaduto ({case.status}, presso {holder})",
             {"office": case.office, "holder": holder},
-        )  # fmt: skip
+        )
     return list(due)
 
 

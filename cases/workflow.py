@@ -102,9 +102,13 @@ def _assign(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str
         case.assignee_id = None
         case.assignee = None
     notify_staff(
-        s, ctx, staff_of(s, ctx.muni.code, office=office, roles=(Role.REFERENT,)),
-        "assigned", case, f"{case.protocol}: nuovo caso per l'ufficio {office}",
-    )  # fmt: skip
+        s,
+        ctx,
+        staff_of(s, ctx.muni.code, office=office, roles=(Role.REFERENT,)),
+        "assigned",
+        case,
+        f"{case.protocol}: nuovo caso per l'ufficio {office}",
+    )
     return Outcome(
         Status.ASSIGNED,
         note=_text(body, "note", required=False),
@@ -157,18 +161,25 @@ def _note(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, 
     if public and case.status == Status.ANNULLED:
         raise IllegalTransition("an annulled case sends nothing to the citizen")
     return Outcome(
-        None, note=text, public=public, template="public_note" if public else None,
+        None,
+        note=text,
+        public=public,
+        template="public_note" if public else None,
         values={"note": text},
-    )  # fmt: skip
+    )
 
 
 def _resolve(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
     note = _text(body, "note", required=False)
     notify_staff(
-        s, ctx, staff_of(s, ctx.muni.code, roles=(Role.URP,)), "resolved", case,
+        s,
+        ctx,
+        staff_of(s, ctx.muni.code, roles=(Role.URP,)),
+        "resolved",
+        case,
         f"{case.protocol}: risolto dall'ufficio {case.office}, da chiudere",
         {"note": note},
-    )  # fmt: skip
+    )
     return Outcome(Status.RESOLVED, note=note)
 
 
@@ -181,15 +192,29 @@ def _close(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str,
     for dup in dups:
         # A duplicate follows its master: closed with it, and its own reporter told.
         _apply(
-            s, ctx, None, dup, "master_closed", Status.CLOSED,
-            Outcome(Status.CLOSED, note=reply, public=True, template="master_closed",
-                    values={"reply": reply, "master": case.protocol}),
-        )  # fmt: skip
+            s,
+            ctx,
+            None,
+            dup,
+            "master_closed",
+            Status.CLOSED,
+            Outcome(
+                Status.CLOSED,
+                note=reply,
+                public=True,
+                template="master_closed",
+                values={"reply": reply, "master": case.protocol},
+            ),
+        )
         dup.closed_at = ctx.now
     return Outcome(
-        Status.CLOSED, note=reply, public=True, template="closed", values={"reply": reply},
+        Status.CLOSED,
+        note=reply,
+        public=True,
+        template="closed",
+        values={"reply": reply},
         data={"duplicates_closed": [d.protocol for d in dups]},
-    )  # fmt: skip
+    )
 
 
 def _reopen(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
@@ -219,9 +244,13 @@ def _duplicate(
     case.master_id = master.id
     case.master = master
     return Outcome(
-        Status.DUPLICATE, note=_text(body, "note", required=False), public=True,
-        template="duplicate", values={"master": master.protocol}, data={"master": master.protocol},
-    )  # fmt: skip
+        Status.DUPLICATE,
+        note=_text(body, "note", required=False),
+        public=True,
+        template="duplicate",
+        values={"master": master.protocol},
+        data={"master": master.protocol},
+    )
 
 
 def _not_competent(
@@ -230,9 +259,12 @@ def _not_competent(
     reply = _text(body, "reply", limit=1000)
     case.closed_at = ctx.now
     return Outcome(
-        Status.NOT_COMPETENT, note=reply, public=True, template="not_competent",
+        Status.NOT_COMPETENT,
+        note=reply,
+        public=True,
+        template="not_competent",
         values={"reply": reply},
-    )  # fmt: skip
+    )
 
 
 def _annul(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
@@ -247,30 +279,98 @@ _OPEN = frozenset(OPEN_STATUSES)
 STEPS: dict[str, Step] = {
     s.name: s
     for s in (
-        Step("assign", frozenset({Status.RECEIVED, Status.ASSIGNED}), frozenset({Role.URP}),
-             False, _assign, "Assegnato all'ufficio", "Assigned to office"),
-        Step("dispatch", frozenset({Status.ASSIGNED, Status.IN_PROGRESS}),
-             frozenset({Role.REFERENT}), True, _dispatch, "Affidato a un operatore",
-             "Dispatched to an operator"),
-        Step("take", frozenset({Status.ASSIGNED}), frozenset({Role.OPERATOR, Role.REFERENT}),
-             True, _take, "Preso in carico", "Taken in charge"),
-        Step("note", ALL_STATUSES, frozenset({Role.URP, Role.REFERENT, Role.OPERATOR}), True,
-             _note, "Nota", "Note"),
-        Step("resolve", frozenset({Status.IN_PROGRESS}), frozenset({Role.OPERATOR, Role.REFERENT}),
-             True, _resolve, "Risolto dall'ufficio", "Resolved by the office"),
-        Step("close", frozenset({Status.RESOLVED}), frozenset({Role.URP}), False, _close,
-             "Chiuso con risposta", "Closed with a reply"),
-        Step("reopen", frozenset({Status.CLOSED}), frozenset({Role.URP}), False, _reopen,
-             "Riaperto", "Reopened"),
-        Step("duplicate", frozenset({Status.RECEIVED, Status.ASSIGNED, Status.IN_PROGRESS}),
-             frozenset({Role.URP}), False, _duplicate, "Duplicato", "Duplicate"),
-        Step("not_competent", frozenset({Status.RECEIVED, Status.ASSIGNED}),
-             frozenset({Role.URP}), False, _not_competent, "Non di competenza",
-             "Not competent"),
-        Step("annul", ALL_STATUSES - {Status.ANNULLED}, frozenset(), False, _annul,
-             "Annullato", "Annulled"),
+        Step(
+            "assign",
+            frozenset({Status.RECEIVED, Status.ASSIGNED}),
+            frozenset({Role.URP}),
+            False,
+            _assign,
+            "Assegnato all'ufficio",
+            "Assigned to office",
+        ),
+        Step(
+            "dispatch",
+            frozenset({Status.ASSIGNED, Status.IN_PROGRESS}),
+            frozenset({Role.REFERENT}),
+            True,
+            _dispatch,
+            "Affidato a un operatore",
+            "Dispatched to an operator",
+        ),
+        Step(
+            "take",
+            frozenset({Status.ASSIGNED}),
+            frozenset({Role.OPERATOR, Role.REFERENT}),
+            True,
+            _take,
+            "Preso in carico",
+            "Taken in charge",
+        ),
+        Step(
+            "note",
+            ALL_STATUSES,
+            frozenset({Role.URP, Role.REFERENT, Role.OPERATOR}),
+            True,
+            _note,
+            "Nota",
+            "Note",
+        ),
+        Step(
+            "resolve",
+            frozenset({Status.IN_PROGRESS}),
+            frozenset({Role.OPERATOR, Role.REFERENT}),
+            True,
+            _resolve,
+            "Risolto dall'ufficio",
+            "Resolved by the office",
+        ),
+        Step(
+            "close",
+            frozenset({Status.RESOLVED}),
+            frozenset({Role.URP}),
+            False,
+            _close,
+            "Chiuso con risposta",
+            "Closed with a reply",
+        ),
+        Step(
+            "reopen",
+            frozenset({Status.CLOSED}),
+            frozenset({Role.URP}),
+            False,
+            _reopen,
+            "Riaperto",
+            "Reopened",
+        ),
+        Step(
+            "duplicate",
+            frozenset({Status.RECEIVED, Status.ASSIGNED, Status.IN_PROGRESS}),
+            frozenset({Role.URP}),
+            False,
+            _duplicate,
+            "Duplicato",
+            "Duplicate",
+        ),
+        Step(
+            "not_competent",
+            frozenset({Status.RECEIVED, Status.ASSIGNED}),
+            frozenset({Role.URP}),
+            False,
+            _not_competent,
+            "Non di competenza",
+            "Not competent",
+        ),
+        Step(
+            "annul",
+            ALL_STATUSES - {Status.ANNULLED},
+            frozenset(),
+            False,
+            _annul,
+            "Annullato",
+            "Annulled",
+        ),
     )
-}  # fmt: skip
+}
 
 
 def can_view(actor: User, case: Case) -> bool:
@@ -317,9 +417,14 @@ def allowed_actions(actor: User, case: Case) -> list[str]:
 
 
 def _apply(
-    s: Session, ctx: Ctx, actor: User | None, case: Case, action: str, _to: Status | None,
+    s: Session,
+    ctx: Ctx,
+    actor: User | None,
+    case: Case,
+    action: str,
+    _to: Status | None,
     out: Outcome,
-) -> CaseEvent:  # fmt: skip
+) -> CaseEvent:
     before = case.status
     if out.to is not None:
         case.status = out.to.value

@@ -1,0 +1,300 @@
+"""The OpenAPI 3.1 description of /api/v1, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cases.models import Channel, Status
+from cases.workflow import STEPS
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_DT = {"type": "string", "format": "date-time"}
+_NDT = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _err(desc: str) -> dict[str, Any]:
+    return {
+        "description": desc,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def spec() -> dict[str, Any]:
+    case_props: dict[str, Any] = {
+        "protocol": {"type": "string", "pattern": r"^\d{4}/\d{7}$"},
+        "municipality": _STR,
+        "registered_at": _DT,
+        "channel": {"type": "string", "enum": [c.value for c in Channel]},
+        "phone": _NSTR,
+        "description": _STR,
+        "language": _STR,
+        "status": {"type": "string", "enum": [s.value for s in Status]},
+        "category": _NSTR,
+        "category_name": _NSTR,
+        "suggested_category": _NSTR,
+        "suggestion_confidence": {"type": ["number", "null"]},
+        "office": _NSTR,
+        "office_name": _NSTR,
+        "assignee": _NSTR,
+        "assignee_name": _NSTR,
+        "due_at": _DT,
+        "overdue": {"type": "boolean"},
+        "updated_at": _DT,
+        "closed_at": _NDT,
+        "master": _NSTR,
+        "address": _NSTR,
+        "annulment": {
+            "type": ["object", "null"],
+            "properties": {"at": _DT, "by": {"type": ["integer", "null"]}, "reason": _STR},
+            "required": ["at", "by", "reason"],
+        },
+        "attachments": {"type": "array", "items": {"$ref": "#/components/schemas/Attachment"}},
+        "allowed_actions": {"type": "array", "items": {"type": "string", "enum": list(STEPS)}},
+        "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+    }
+    required = [k for k in case_props if k != "events"]
+    protocol_param = {
+        "name": "protocol",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": r"^\d{4}-\d{1,7}$"},
+        "description": "Protocol number as written in URLs: 2026-0000123",
+    }
+    action_body = {
+        "type": "object",
+        "properties": {
+            "office": _STR,
+            "category": _STR,
+            "operator": {"type": ["string", "integer"]},
+            "text": _STR,
+            "public": {"type": "boolean"},
+            "note": _STR,
+            "reply": _STR,
+            "reason": _STR,
+            "of": _STR,
+        },
+        "description": (
+            "assign: office and/or category; dispatch: operator; note: text, public; "
+            "resolve: note; close: reply; reopen: reason; duplicate: of (master protocol); "
+            "not_competent: reply; annul: reason"
+        ),
+    }
+    auth_errors = {"401": _err("missing or wrong token")}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Linea Diretta operators' API", "version": "1.0.0"},
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {"error": _STR, "status": {"type": "integer"}},
+                    "required": ["error", "status"],
+                },
+                "Attachment": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "kind": _STR,
+                        "url": _STR,
+                        "content_type": _NSTR,
+                        "size": {"type": ["integer", "null"]},
+                        "duration_seconds": {"type": ["integer", "null"]},
+                        "state": _STR,
+                    },
+                    "required": ["id", "kind", "url", "state"],
+                },
+                "Event": {
+                    "type": "object",
+                    "properties": {
+                        "at": _DT,
+                        "actor": _STR,
+                        "action": _STR,
+                        "from": _NSTR,
+                        "to": _NSTR,
+                        "note": _STR,
+                        "public": {"type": "boolean"},
+                        "data": {"type": "object"},
+                    },
+                    "required": ["at", "actor", "action", "from", "to", "note", "public"],
+                },
+                "Case": {"type": "object", "properties": case_props, "required": required},
+                "CaseList": {
+                    "type": "object",
+                    "properties": {
+                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Case"}},
+                        "total": {"type": "integer"},
+                        "page": {"type": "integer"},
+                        "per_page": {"type": "integer"},
+                    },
+                    "required": ["items", "total", "page", "per_page"],
+                },
+                "NewCase": {
+                    "type": "object",
+                    "properties": {
+                        "channel": {"type": "string", "enum": ["counter", "voice", "email", "web"]},
+                        "phone": _STR,
+                        "text": _STR,
+                        "category": _STR,
+                        "language": _STR,
+                        "address": _STR,
+                    },
+                    "required": ["text"],
+                },
+                "Notification": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "kind": _STR,
+                        "text": _STR,
+                        "protocol": _NSTR,
+                        "data": {"type": "object"},
+                        "created_at": _DT,
+                        "read": {"type": "boolean"},
+                    },
+                    "required": ["id", "kind", "text", "created_at", "read"],
+                },
+            },
+        },
+        "paths": {
+            "/cases": {
+                "post": {
+                    "summary": "Register a contact taken at the counter, by phone or e-mail",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/NewCase"}}
+                        },
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "registered",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Case"}
+                                }
+                            },
+                        },
+                        "400": _err("malformed body"),
+                        "403": _err("role may not register"),
+                        **auth_errors,
+                    },
+                },
+                "get": {
+                    "summary": "List cases visible to the caller",
+                    "parameters": [
+                        {"name": n, "in": "query", "required": False, "schema": {"type": t}}
+                        for n, t in (
+                            ("status", "string"),
+                            ("office", "string"),
+                            ("category", "string"),
+                            ("assignee", "string"),
+                            ("channel", "string"),
+                            ("q", "string"),
+                            ("phone", "string"),
+                            ("date", "string"),
+                            ("date_from", "string"),
+                            ("date_to", "string"),
+                            ("overdue", "string"),
+                            ("page", "integer"),
+                            ("per_page", "integer"),
+                        )
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "a page of cases",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/CaseList"}
+                                }
+                            },
+                        },
+                        "400": _err("bad filter"),
+                        **auth_errors,
+                    },
+                },
+            },
+            "/cases/{protocol}": {
+                "get": {
+                    "summary": "One case with its history",
+                    "parameters": [protocol_param],
+                    "responses": {
+                        "200": {
+                            "description": "the case",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Case"}
+                                }
+                            },
+                        },
+                        "400": _err("malformed protocol"),
+                        "404": _err("unknown or not visible"),
+                        **auth_errors,
+                    },
+                },
+            },
+            "/cases/{protocol}/{action}": {
+                "post": {
+                    "summary": "One workflow step",
+                    "parameters": [
+                        protocol_param,
+                        {
+                            "name": "action",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": list(STEPS)},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": action_body}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the case after the step",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Case"}
+                                }
+                            },
+                        },
+                        "400": _err("malformed body"),
+                        "403": _err("role or office may not"),
+                        "404": _err("unknown case or action"),
+                        "409": _err("illegal transition"),
+                        **auth_errors,
+                    },
+                },
+            },
+            "/notifications": {
+                "get": {
+                    "summary": "The caller's notifications",
+                    "responses": {
+                        "200": {
+                            "description": "notifications",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "items": {
+                                                "type": "array",
+                                                "items": {
+                                                    "$ref": "#/components/schemas/Notification"
+                                                },
+                                            }
+                                        },
+                                        "required": ["items"],
+                                    }
+                                }
+                            },
+                        },
+                        **auth_errors,
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,240 @@
+"""The operators' JSON API (/api/v1): thin views over the case register's operations."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify, request
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from api.openapi import spec
+from api.serialize import case_json, notification_json
+from cases.errors import DomainError, Forbidden, IllegalTransition, Invalid, NotFound
+from cases.models import Channel, Role, Status, User
+from cases.services import (
+    CaseFilter,
+    case_for,
+    list_cases,
+    notifications_for,
+    register_case,
+    user_by_token,
+)
+from cases.workflow import perform
+from lineadiretta.web import ctx_for, db, json_body
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+STAFF_CHANNELS = (Channel.COUNTER, Channel.VOICE, Channel.EMAIL, Channel.WEB)
+_STATUS = {NotFound: 404, Forbidden: 403, IllegalTransition: 409, Invalid: 400}
+
+
+def _error(status: int, message: str) -> Any:
+    return jsonify(error=message, status=status), status
+
+
+@bp.errorhandler(DomainError)
+def domain_error(exc: DomainError) -> Any:
+    status = next((v for k, v in _STATUS.items() if isinstance(exc, k)), 400)
+    log.info("api %s %s -> %s: %s", request.method, request.path, status, exc)
+    return _error(status, str(exc))
+
+
+@bp.errorhandler(IntegrityError)
+def integrity_error(exc: IntegrityError) -> Any:
+    log.warning("api %s %s -> 409: integrity error %s", request.method, request.path, exc.orig)
+    return _error(409, "the change conflicts with the register's rules; reload and retry")
+
+
+@bp.errorhandler(OperationalError)
+def operational_error(exc: OperationalError) -> Any:
+    log.error("api %s %s -> 503: database error %s", request.method, request.path, exc.orig)
+    return _error(503, "the register is temporarily unavailable; retry shortly")
+
+
+@bp.before_request
+def authenticate() -> Any:
+    if request.endpoint == "api.openapi":
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    user = user_by_token(db(), token.strip()) if scheme.lower() == "bearer" else None
+    if user is None:
+        log.info("api %s %s -> 401: missing or wrong token", request.method, request.path)
+        resp = jsonify(error="missing or invalid bearer token", status=401)
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="lineadiretta"'
+        return resp, 401
+    g.user = user
+    return None
+
+
+def _user() -> User:
+    u: User = g.user
+    return u
+
+
+def _ctx() -> Any:
+    from lineadiretta.app import runtime
+
+    u = _user()
+    return ctx_for(runtime(current_app).config.get(u.municipality))
+
+
+def _date(name: str) -> date | None:
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"'{name}' must be a date as YYYY-MM-DD") from None
+
+
+def _int(name: str, default: int, lo: int, hi: int) -> int:
+    value = request.args.get(name)
+    if value is None:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise Invalid(f"'{name}' must be a whole number") from None
+    if not lo <= n <= hi:
+        raise Invalid(f"'{name}' must be between {lo} and {hi}")
+    return n
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return jsonify(spec())
+
+
+@bp.get("/me")
+def me() -> Any:
+    u = _user()
+    return jsonify(
+        name=u.name,
+        full_name=u.full_name,
+        role=u.role,
+        office=u.office,
+        municipality=u.municipality,
+    )
+
+
+@bp.post("/cases")
+def create_case() -> Any:
+    u = _user()
+    if u.role not in (Role.URP, Role.SUPERVISOR, Role.ADMIN):
+        raise Forbidden(f"a {u.role} cannot register contacts")
+    body = json_body()
+    channel = body.get("channel", Channel.COUNTER.value)
+    if channel not in [c.value for c in STAFF_CHANNELS]:
+        raise Invalid(f"'channel' must be one of {', '.join(c.value for c in STAFF_CHANNELS)}")
+    for key in ("phone", "text", "category", "language", "address"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise Invalid(f"'{key}' must be a string")
+    if not (body.get("text") or "").strip():
+        raise Invalid("'text' is required")
+    s = db()
+    ctx = _ctx()
+    case = register_case(
+        s,
+        ctx,
+        channel=channel,
+        text=body["text"],
+        phone=body.get("phone") or None,
+        category=body.get("category") or None,
+        language=body.get("language"),
+        actor=u,
+        address=body.get("address"),
+    )
+    s.commit()
+    log.info("case %s registered by %s via api (%s)", case.protocol, u.name, channel)
+    return jsonify(case_json(case, ctx, u)), 201
+
+
+@bp.get("/cases")
+def cases_list() -> Any:
+    u = _user()
+    statuses = [x for x in request.args.getlist("status") for x in x.split(",") if x]
+    if "open" in statuses:
+        statuses = [x for x in statuses if x != "open"] + [
+            Status.RECEIVED,
+            Status.ASSIGNED,
+            Status.IN_PROGRESS,
+            Status.RESOLVED,
+        ]
+    overdue = request.args.get("overdue")
+    f = CaseFilter(
+        status=[str(x) for x in statuses] or None,
+        office=request.args.get("office") or None,
+        category=request.args.get("category") or None,
+        assignee=request.args.get("assignee") or None,
+        channel=request.args.get("channel") or None,
+        text=(request.args.get("q") or request.args.get("text") or None),
+        phone=request.args.get("phone") or None,
+        date_from=_date("date_from") or _date("date"),
+        date_to=_date("date_to") or _date("date"),
+        overdue=overdue in ("1", "true", "yes") if overdue else None,
+    )
+    page = _int("page", 1, 1, 100_000)
+    per_page = _int("per_page", 50, 1, 200)
+    ctx = _ctx()
+    rows, total = list_cases(db(), ctx, u, f, page=page, per_page=per_page)
+    return jsonify(
+        items=[case_json(c, ctx, u, events=False) for c in rows],
+        total=total,
+        page=page,
+        per_page=per_page,
+    )
+
+
+@bp.get("/cases/<protocol>")
+def case_detail(protocol: str) -> Any:
+    u = _user()
+    ctx = _ctx()
+    case = case_for(db(), ctx, u, protocol)
+    return jsonify(case_json(case, ctx, u))
+
+
+@bp.post("/cases/<protocol>/<action>")
+def case_action(protocol: str, action: str) -> Any:
+    u = _user()
+    ctx = _ctx()
+    body = json_body()
+    s = db()
+    case = case_for(s, ctx, u, protocol, lock=True)
+    event = perform(s, ctx, u, case, action, body)
+    s.commit()
+    log.info(
+        "case %s: %s by %s (%s -> %s)",
+        case.protocol,
+        action,
+        u.name,
+        event.from_status,
+        event.to_status,
+    )
+    return jsonify(case_json(case, ctx, u))
+
+
+@bp.get("/notifications")
+def notifications() -> Any:
+    u = _user()
+    unread = request.args.get("unread") in ("1", "true", "yes")
+    rows = notifications_for(db(), u, unread_only=unread)
+    return jsonify(items=[notification_json(n, _ctx()) for n in rows])
+
+
+@bp.post("/notifications/<int:nid>/read")
+def notification_read(nid: int) -> Any:
+    from cases.clock import utcnow
+    from cases.models import StaffNotification
+
+    s = db()
+    n = s.get(StaffNotification, nid)
+    if n is None or n.user_id != _user().id:
+        raise NotFound(f"no notification {nid}")
+    n.read_at = n.read_at or utcnow()
+    s.commit()
+    return jsonify(notification_json(n, _ctx()))

@@ -1,0 +1,113 @@
+"""The Flask application factory: configuration, database, blueprints. No work at import time."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, jsonify
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException
+
+from cases.config import Config, ConfigError, load_config
+from cases.db import default_database_url, make_engine, make_sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What every request and task shares: the parsed config and the database."""
+
+    config: Config
+    engine: Engine
+    sessions: sessionmaker[Session]
+    public_base_url: str | None
+    redis_url: str | None
+
+
+def runtime(app: Flask) -> Runtime:
+    rt: Runtime = app.extensions["lineadiretta"]
+    return rt
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app from the environment (and, in tests, overrides)."""
+    from lineadiretta.logs import setup_logging
+
+    setup_logging(os.environ.get("LOG_LEVEL", "INFO"))
+    app = Flask(
+        __name__, instance_path=os.path.abspath(os.environ.get("INSTANCE_PATH", "instance"))
+    )
+    app.config.from_mapping(
+        SECRET_KEY=os.environ.get("SECRET_KEY"),
+        DATABASE_URL=os.environ.get("DATABASE_URL"),
+        REDIS_URL=os.environ.get("REDIS_URL") or None,
+        PUBLIC_BASE_URL=os.environ.get("PUBLIC_BASE_URL") or None,
+        CONFIG_PATH=os.environ.get("LINEADIRETTA_CONFIG", "config.toml"),
+        LD_CONFIG=None,
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    if not app.config["SECRET_KEY"]:
+        raise ConfigError("SECRET_KEY is required (lineadiretta run makes one for you)")
+
+    config = app.config["LD_CONFIG"] or load_config(app.config["CONFIG_PATH"])
+    url = app.config["DATABASE_URL"] or default_database_url(app.instance_path)
+    engine = make_engine(url)
+    app.extensions["lineadiretta"] = Runtime(
+        config=config,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        public_base_url=app.config["PUBLIC_BASE_URL"],
+        redis_url=app.config["REDIS_URL"],
+    )
+
+    from lineadiretta import web
+
+    web.init_app(app)
+
+    from api.views import bp as api_bp
+
+    app.register_blueprint(api_bp)
+
+    from workers.celery_app import celery_init_app
+
+    celery_init_app(app)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        rt = runtime(app)
+        checks: dict[str, str] = {}
+        try:
+            with rt.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            log.warning("healthz: database unreachable: %s", exc.__class__.__name__)
+            checks["database"] = "unreachable"
+        if rt.redis_url:
+            try:
+                import redis
+
+                redis.Redis.from_url(rt.redis_url, socket_timeout=1).ping()
+                checks["broker"] = "ok"
+            except Exception as exc:
+                log.warning("healthz: broker unreachable: %s", exc.__class__.__name__)
+                checks["broker"] = "unreachable"
+        else:
+            checks["broker"] = "embedded"
+        ok = checks["database"] == "ok"
+        # The broker being down degrades sending, not intake: still ready.
+        return jsonify(status="ok" if ok else "unavailable", **checks), 200 if ok else 503
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return jsonify(error=exc.name, message=exc.description), exc.code or 500
+
+    return app

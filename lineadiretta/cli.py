@@ -1,0 +1,255 @@
+"""The `lineadiretta` command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import Flask
+
+from cases.config import ConfigError, Municipality
+
+
+def _app(**overrides: Any) -> Flask:
+    from lineadiretta.app import create_app
+
+    try:
+        return create_app(overrides or None)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _instance() -> Path:
+    p = Path(os.environ.get("INSTANCE_PATH", "instance")).absolute()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _local_secret(name: str) -> str:
+    """A secret kept in instance/ so that `run` and `simulate` agree across restarts."""
+    path = _instance() / name
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def embedded_env() -> None:
+    """Defaults for the all-in-one mode: local secrets, sandbox provider, SQLite."""
+    os.environ.setdefault("SECRET_KEY", _local_secret("secret_key"))
+    if not os.environ.get("TWILIO_ACCOUNT_SID"):
+        os.environ.setdefault("TWILIO_AUTH_TOKEN", _local_secret("sandbox_auth_token"))
+        os.environ["LINEADIRETTA_SANDBOX"] = "1"
+
+
+def _muni(app: Flask, code: str | None) -> Municipality:
+    from lineadiretta.app import runtime
+
+    cfg = runtime(app).config
+    if code is None:
+        if len(cfg.municipality) > 1:
+            click.echo(
+                f"(several municipalities configured; using {cfg.municipality[0].code}: "
+                "pass --municipality)",
+                err=True,
+            )
+        return cfg.municipality[0]
+    try:
+        return cfg.get(code)
+    except KeyError:
+        known = ", ".join(m.code for m in cfg.municipality)
+        raise click.BadParameter(f"unknown municipality {code!r}; known: {known}") from None
+
+
+@click.group()
+def main() -> None:
+    """Linea Diretta: the municipal contact centre."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def run(host: str, port: int) -> None:
+    """Everything in one: migrate the embedded database, start a worker and the web server."""
+    embedded_env()
+    app = _app()
+    from lineadiretta.app import runtime
+    from lineadiretta.migrate import upgrade
+
+    upgrade(str(runtime(app).engine.url.render_as_string(hide_password=False)))
+    env = dict(os.environ)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "lineadiretta.cli", "worker", "--beat", "--concurrency", "2"],
+        env=env,
+    )
+    click.echo(f"Linea Diretta on http://{host}:{port}  (worker pid {worker.pid})")
+    if os.environ.get("LINEADIRETTA_SANDBOX"):
+        click.echo("Sandbox provider: outbound texts go to the local outbox, not to any phone.")
+    try:
+        from werkzeug.serving import run_simple
+
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """The web app alone (production runs gunicorn, see the Procfile)."""
+    app = _app()
+    from werkzeug.serving import run_simple
+
+    run_simple(host, port, app, threaded=True, use_reloader=False)
+
+
+@main.command()
+@click.option("--concurrency", default=2, show_default=True, type=int)
+@click.option("--beat", is_flag=True, help="Also run the periodic scheduler (one per deployment).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(concurrency: int, beat: bool, loglevel: str) -> None:
+    """A Celery worker (Redis from REDIS_URL, or the embedded broker)."""
+    app = _app()
+    celery_app = app.extensions["celery"]
+    argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
+    if beat:
+        argv.append("--beat")
+    celery_app.worker_main(argv)
+
+
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """The periodic scheduler alone (exactly one per deployment)."""
+    app = _app()
+    app.extensions["celery"].start(["beat", f"--loglevel={loglevel}"])
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply the Alembic migrations to DATABASE_URL."""
+    from cases.db import default_database_url
+    from lineadiretta.migrate import upgrade
+
+    url = default_database_url(str(_instance()))
+    upgrade(url, revision)
+    click.echo("database is up to date")
+
+
+@main.group("user")
+def user_group() -> None:
+    """Staff accounts."""
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option(
+    "--role",
+    required=True,
+    type=click.Choice(["urp", "referent", "operator", "supervisor", "admin"]),
+)
+@click.option("--office", default=None, help="Office code (required for referent and operator).")
+@click.option("--municipality", default=None)
+@click.option("--full-name", default="", help="Name shown to citizens (L. 241/1990 art. 8).")
+def user_add(
+    name: str, role: str, office: str | None, municipality: str | None, full_name: str
+) -> None:
+    """Create a staff account; prints its API token once, alone on the last line."""
+    os.environ.setdefault("SECRET_KEY", "cli")
+    app = _app()
+    from cases.clock import utcnow
+    from cases.db import transaction
+    from cases.errors import DomainError
+    from cases.notify import Ctx
+    from cases.services import create_user
+    from lineadiretta.app import runtime
+
+    muni = _muni(app, municipality)
+    try:
+        with transaction(runtime(app).sessions) as s:
+            user, token = create_user(s, Ctx(muni, utcnow()), name, role, office, full_name)
+    except DomainError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"created {user.role} {user.name} in {muni.code}" + (f", office {office}" if office else "")
+    )
+    click.echo("API token (shown once):")
+    click.echo(token)
+
+
+@main.command()
+@click.option("--date", "day", required=True, help="YYYY-MM-DD, in the municipality's time zone.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option("--municipality", default=None)
+def register(day: str, fmt: str, municipality: str | None) -> None:
+    """Print the daily protocol register (registro giornaliero) of that day."""
+    os.environ.setdefault("SECRET_KEY", "cli")
+    try:
+        when = date.fromisoformat(day)
+    except ValueError:
+        raise click.BadParameter(
+            f"{day!r} is not a date as YYYY-MM-DD", param_hint="--date"
+        ) from None
+    app = _app()
+    from cases.db import transaction
+    from cases.services import daily_register
+    from lineadiretta.app import runtime
+
+    muni = _muni(app, municipality)
+    with transaction(runtime(app).sessions) as s:
+        rows = daily_register(s, muni, when)
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                {"municipality": muni.code, "name": muni.name, "date": day, "registrations": rows},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    buf = io.StringIO()
+    fields = [
+        "protocol",
+        "registered_at",
+        "channel",
+        "sender",
+        "registered_by",
+        "subject",
+        "text",
+        "attachments",
+        "annulled",
+        "annulled_at",
+        "annulled_by",
+        "annul_reason",
+    ]
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    click.echo(buf.getvalue(), nl=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Per-request plumbing shared by the blueprints: one DB session per request, the Ctx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app, g, request
+from sqlalchemy.orm import Session
+
+from cases.clock import utcnow
+from cases.config import Municipality
+from cases.notify import Ctx
+
+
+def db() -> Session:
+    """The request's session (one transaction per request; views commit explicitly)."""
+    if "db" not in g:
+        from lineadiretta.app import runtime
+
+        g.db = runtime(current_app).sessions()
+    s: Session = g.db
+    return s
+
+
+def public_base_url() -> str:
+    from lineadiretta.app import runtime
+
+    return runtime(current_app).public_base_url or request.host_url.rstrip("/")
+
+
+def ctx_for(muni: Municipality) -> Ctx:
+    return Ctx(muni=muni, now=utcnow(), base_url=public_base_url())
+
+
+def _teardown(_exc: BaseException | None) -> None:
+    s: Session | None = g.pop("db", None)
+    if s is not None:
+        s.rollback()  # anything not committed by the view is discarded, never half-written
+        s.close()
+
+
+def init_app(app: Flask) -> None:
+    app.teardown_appcontext(_teardown)
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or an Invalid error that says what is wrong."""
+    from cases.errors import Invalid
+
+    if not request.data:
+        return {}
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise Invalid("the body must be a JSON object")
+    return data

@@ -1,0 +1,172 @@
+"""Test fixtures: both backends for real (SQLite file, PostgreSQL from the test command)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from cases.config import Config, Municipality, load_config
+from cases.db import make_engine, make_sessionmaker
+from cases.notify import Ctx
+from cases.services import create_user
+from lineadiretta.migrate import upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+TABLES = (
+    "staff_notifications", "outbox", "attachments", "case_events", "cases", "users",
+    "protocol_counters", "job_locks",
+)  # fmt: skip
+
+
+def need(var: str, what: str) -> str:
+    """The URL of a real service the test command provided; skip (or fail in CI) without it."""
+    value = os.environ.get(var)
+    if not value:
+        if IN_CI:
+            pytest.fail(f"{what} is required in CI but {var} is not set")
+        pytest.skip(f"{what} not available ({var} unset): run ./scripts/test")
+    return value
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return load_config(ROOT / "config.toml")
+
+
+@pytest.fixture(scope="session")
+def muni(config: Config) -> Municipality:
+    return config.municipality[0]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.sqlite"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    url = need("TEST_DATABASE_URL", "PostgreSQL")
+    upgrade(url)
+    return url
+
+
+def _truncate(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database on each backend."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "ld.sqlite"
+        shutil.copy(template, path)
+        yield f"sqlite:///{path}"
+    else:
+        url: str = request.getfixturevalue("pg_url")
+        _truncate(url)
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "ld.sqlite"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(db_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def at(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+@pytest.fixture
+def ctx(muni: Municipality) -> Ctx:
+    return Ctx(muni=muni, now=datetime.now(UTC), base_url="https://comune.example.it")
+
+
+@pytest.fixture
+def app(db_url: str, config: Config, tmp_path: Path) -> Iterator[Flask]:
+    from lineadiretta.app import create_app, runtime
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "DATABASE_URL": db_url,
+            "LD_CONFIG": config,
+            "PUBLIC_BASE_URL": "https://comune.example.it",
+            "REDIS_URL": None,
+        }
+    )
+    app.instance_path = str(tmp_path / "instance")
+    yield app
+    runtime(app).engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class Staff:
+    """Creates staff accounts and calls the API as them."""
+
+    def __init__(self, app: Flask, client: FlaskClient, muni: Municipality):
+        from lineadiretta.app import runtime
+
+        self.client = client
+        self.sessions = runtime(app).sessions
+        self.muni = muni
+        self.tokens: dict[str, str] = {}
+
+    def add(self, name: str, role: str, office: str | None = None, muni: str | None = None) -> str:
+        from cases.db import transaction
+        from lineadiretta.app import runtime
+
+        m = runtime(self.client.application).config.get(muni) if muni else self.muni
+        with transaction(self.sessions) as s:
+            _, token = create_user(
+                s, Ctx(m, datetime.now(UTC)), name, role, office, full_name=name.title()
+            )
+        self.tokens[name] = token
+        return token
+
+    def call(self, who: str, method: str, path: str, json: Any = None, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"}
+        return self.client.open(
+            f"/api/v1{path}", method=method, json=json, headers=headers, **kw
+        )
+
+    def get(self, who: str, path: str, **kw: Any) -> Any:
+        return self.call(who, "GET", path, **kw)
+
+    def post(self, who: str, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.call(who, "POST", path, json=json, **kw)
+
+
+@pytest.fixture
+def staff(app: Flask, client: FlaskClient, muni: Municipality) -> Staff:
+    return Staff(app, client, muni)

@@ -1,0 +1,64 @@
+"""The Celery app, built from the Flask app's configuration (flask's examples/celery pattern).
+
+Production: Redis from REDIS_URL. Embedded (`lineadiretta run`, no REDIS_URL): kombu's
+filesystem transport under instance/broker, so the worker is still a separate process and
+tasks still run outside the request, with no extra service to install.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask
+
+
+def broker_settings(app: Flask) -> dict[str, Any]:
+    redis_url = app.config.get("REDIS_URL")
+    if redis_url:
+        return {"broker_url": redis_url}
+    folder = os.path.join(app.instance_path, "broker")
+    for sub in ("queue", "processed"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            "data_folder_in": os.path.join(folder, "queue"),
+            "data_folder_out": os.path.join(folder, "queue"),
+            "processed_folder": os.path.join(folder, "processed"),
+            "store_processed": False,
+        },
+    }
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.conf.update(
+        **broker_settings(app),
+        task_ignore_result=True,
+        task_acks_late=True,  # a task lost with its worker is redelivered
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options_visibility_timeout=600,
+        timezone="UTC",
+        beat_schedule={
+            "flag-overdue": {
+                "task": "workers.tasks.flag_overdue",
+                "schedule": timedelta(minutes=app.config.get("OVERDUE_EVERY_MINUTES", 15)),
+            },
+        },
+        beat_schedule_filename=os.path.join(app.instance_path, "celerybeat-schedule"),
+        include=["workers.tasks"],
+    )
+    celery_app.conf.update(app.config.get("CELERY", {}))
+    celery_app.set_default()
+    app.extensions["celery"] = celery_app
+    return celery_app

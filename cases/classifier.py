@@ -19,68 +19,12 @@ from cases.config import Category
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
-    [
-        "il",
-        "lo",
-        "la",
-        "i",
-        "gli",
-        "le",
-        "un",
-        "uno",
-        "una",
-        "di",
-        "a",
-        "da",
-        "in",
-        "con",
-        "su",
-        "per",
-        "tra",
-        "fra",
-        "e",
-        "o",
-        "ma",
-        "che",
-        "non",
-        "del",
-        "della",
-        "dei",
-        "delle",
-        "dello",
-        "degli",
-        "al",
-        "alla",
-        "ai",
-        "alle",
-        "nel",
-        "nella",
-        "nei",
-        "nelle",
-        "sul",
-        "sulla",
-        "c",
-        "ce",
-        "ci",
-        "si",
-        "mi",
-        "ti",
-        "vi",
-        "ne",
-        "the",
-        "a",
-        "an",
-        "of",
-        "to",
-        "in",
-        "on",
-        "at",
-        "is",
-        "are",
-        "there",
-        "and",
-        "or",
-    ]
+    (
+        "il lo la i gli le un uno una di a da in con su per tra fra e o ma che non del della dei "
+        "delle dello degli al alla ai alle allo agli dal dalla dai dalle dallo dagli nel nella "
+        "nei nelle nello negli sul sulla sui sulle sullo sugli dell all nell dall sull quell "
+        "un c ce ci si mi ti vi ne the an of to on at is are there and or"
+    ).split()
 )
 
 
@@ -97,12 +41,18 @@ def fold(text: str) -> str:
 
 @lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
-    return str(_stemmer().stemWord(word))
+    stem = str(_stemmer().stemWord(word))
+    # Snowball keeps the 'h' that Italian spelling adds before e/i in plurals
+    # (buca -> buc, buche -> buch): fold it so singular and plural meet.
+    if stem.endswith(("ch", "gh")):
+        stem = stem[:-1]
+    return stem
 
 
 def tokens(text: str) -> list[str]:
     """The stemmed content words of a text."""
-    return [_stem(w) for w in _WORD.findall(fold(text)) if w not in _STOP]
+    # One-letter tokens are elisions (d'acqua, l'albero) or noise; drop them with stop words.
+    return [_stem(w) for w in _WORD.findall(fold(text)) if len(w) > 1 and w not in _STOP]
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,7 @@ def find_case(s: Session, ctx: Ctx, protocol: str, *, lock: bool = False) -> Cas
         Case.municipality == ctx.muni.code, Case.year == year, Case.number == number
     )
     if lock:
-        q = q.with_for_update()
+        q = q.with_for_update(of=Case)
     return s.scalar(q)
 
 
@@ -382,7 +382,7 @@ def flag_overdue(s: Session, ctx: Ctx, limit: int = 500) -> list[Case]:
         )
         .order_by(Case.due_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=Case)
     ).all()
     supervisors = staff_of(s, ctx.muni.code, roles=(Role.SUPERVISOR,))
     for case in due:

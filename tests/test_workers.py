@@ -1,0 +1,101 @@
+"""Periodic work: overdue cases flagged once, supervisors told, one runner at a time; a real
+Celery worker on the real Redis runs the task."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cases.config import Municipality
+from cases.db import make_engine, make_sessionmaker, transaction
+from cases.models import Case, CaseEvent, StaffNotification
+from cases.notify import Ctx
+from cases.services import create_user, flag_overdue, register_case, take_lease
+from tests.conftest import ROOT, need
+
+T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
+
+
+def _setup(sessions: sessionmaker[Session], muni: Municipality) -> tuple[int, int]:
+    with transaction(sessions) as s:
+        boss, _ = create_user(s, Ctx(muni, T0), "boss", "supervisor")
+        old = register_case(s, Ctx(muni, T0), channel="sms", phone="+393331234567", text="x")
+        register_case(s, Ctx(muni, T0 + timedelta(days=29)), channel="sms", phone="+393331234567", text="y")
+        return boss.id, old.id
+
+
+def test_overdue_cases_are_flagged_once_and_supervisors_told(
+    sessions: sessionmaker[Session], muni: Municipality
+) -> None:
+    boss, old = _setup(sessions, muni)
+    later = Ctx(muni, T0 + timedelta(days=muni.due_days, minutes=1))
+    with transaction(sessions) as s:
+        flagged = flag_overdue(s, later)
+        assert [c.id for c in flagged] == [old]
+    with transaction(sessions) as s:
+        assert flag_overdue(s, later) == []  # once only
+        notes = s.scalars(select(StaffNotification).where(StaffNotification.user_id == boss)).all()
+        assert [n.kind for n in notes] == ["overdue"]
+        case = s.get(Case, old)
+        assert case is not None and case.overdue_flagged_at is not None
+        assert case.events[-1].action == "overdue"
+
+
+def test_lease_lets_one_runner_at_a_time(sessions: sessionmaker[Session]) -> None:
+    ttl = timedelta(minutes=5)
+    with transaction(sessions) as s:
+        assert take_lease(s, "job", "a", T0, ttl)
+    with transaction(sessions) as s:
+        assert not take_lease(s, "job", "b", T0 + timedelta(minutes=1), ttl)
+    with transaction(sessions) as s:
+        assert take_lease(s, "job", "b", T0 + timedelta(minutes=6), ttl)  # a's lease expired
+
+
+@pytest.mark.redis
+def test_real_celery_worker_on_redis_runs_the_overdue_task(tmp_path: Path, muni: Municipality) -> None:
+    redis_url = need("TEST_REDIS_URL", "Redis")
+    import redis as redis_lib
+
+    redis_lib.Redis.from_url(redis_url).flushdb()
+    db_path = tmp_path / "worker.sqlite"
+    url = f"sqlite:///{db_path}"
+    from lineadiretta.migrate import upgrade
+
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    with transaction(sessions) as s:
+        create_user(s, Ctx(muni, T0), "boss", "supervisor")
+        register_case(s, Ctx(muni, T0), channel="sms", phone="+393331234567", text="vecchio")
+    env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, SECRET_KEY="t",
+               LINEADIRETTA_CONFIG=str(ROOT / "config.toml"), INSTANCE_PATH=str(tmp_path / "inst"))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "lineadiretta.cli", "worker", "--concurrency", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        from lineadiretta.app import create_app
+
+        app = create_app({"DATABASE_URL": url, "REDIS_URL": redis_url, "SECRET_KEY": "t",
+                          "LINEADIRETTA_CONFIG": str(ROOT / "config.toml")})
+        app.extensions["celery"].send_task("workers.tasks.flag_overdue")
+        deadline = time.monotonic() + 60
+        flagged = False
+        while time.monotonic() < deadline and not flagged:
+            with sessions() as s:
+                flagged = s.scalar(select(CaseEvent).where(CaseEvent.action == "overdue")) is not None
+            time.sleep(0.3)
+        assert flagged, "the worker did not run the task from Redis"
+    finally:
+        worker.terminate()
+        out, _ = worker.communicate(timeout=30)
+        engine.dispose()
+    assert b"flag_overdue" in out

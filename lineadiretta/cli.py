@@ -87,11 +87,14 @@ def run(host: str, port: int) -> None:
     from lineadiretta.migrate import upgrade
 
     upgrade(str(runtime(app).engine.url.render_as_string(hide_password=False)))
+    _first_admin(app)
     env = dict(os.environ)
     worker = subprocess.Popen(
         [sys.executable, "-m", "lineadiretta.cli", "worker", "--beat", "--concurrency", "2"],
         env=env,
     )
+    # Catch up on periodic work missed while the service was down (the worker picks it up).
+    app.extensions["celery"].send_task("workers.tasks.flag_overdue")
     click.echo(f"Linea Diretta on http://{host}:{port}  (worker pid {worker.pid})")
     if os.environ.get("LINEADIRETTA_SANDBOX"):
         click.echo("Sandbox provider: outbound texts go to the local outbox, not to any phone.")
@@ -105,6 +108,29 @@ def run(host: str, port: int) -> None:
             worker.wait(timeout=15)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def _first_admin(app: Flask) -> None:
+    """On a brand-new register, create an admin account so the API can be used at once."""
+    from sqlalchemy import func, select
+
+    from cases.clock import utcnow
+    from cases.db import transaction
+    from cases.models import User
+    from cases.notify import Ctx
+    from cases.services import create_user
+    from lineadiretta.app import runtime
+
+    rt = runtime(app)
+    with transaction(rt.sessions) as s:
+        if s.scalar(select(func.count()).select_from(User)):
+            return
+        muni = rt.config.municipality[0]
+        _, token = create_user(s, Ctx(muni, utcnow()), "admin", "admin", full_name="Amministratore")
+    path = _instance() / "admin_token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    click.echo(f"First start: created the admin account of {muni.code}; its API token is in {path}")
 
 
 @main.command()

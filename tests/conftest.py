@@ -156,9 +156,7 @@ class Staff:
 
     def call(self, who: str, method: str, path: str, json: Any = None, **kw: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"}
-        return self.client.open(
-            f"/api/v1{path}", method=method, json=json, headers=headers, **kw
-        )
+        return self.client.open(f"/api/v1{path}", method=method, json=json, headers=headers, **kw)
 
     def get(self, who: str, path: str, **kw: Any) -> Any:
         return self.call(who, "GET", path, **kw)

@@ -43,7 +43,17 @@ def test_register_at_the_counter(staff: Staff, team: dict[str, str], muni: Munic
     assert c["events"][0]["action"] == "register" and "by" in c["events"][0]["data"]
     got = staff.get("urp", f"/cases/{url(c['protocol'])}").get_json()
     assert got["protocol"] == c["protocol"]
-    for key in ("protocol", "status", "channel", "category", "office", "assignee", "description", "due_at", "events"):
+    for key in (
+        "protocol",
+        "status",
+        "channel",
+        "category",
+        "office",
+        "assignee",
+        "description",
+        "due_at",
+        "events",
+    ):
         assert key in got
 
 
@@ -91,7 +101,9 @@ def test_workflow_over_http_and_error_codes(staff: Staff, team: dict[str, str]) 
     r = staff.post("op", f"/cases/{p}/take")
     assert r.status_code == 200 and r.get_json()["assignee"] == "op"
     assert staff.post("op", f"/cases/{p}/note", {"public": "yes", "text": "x"}).status_code == 400
-    assert staff.post("op", f"/cases/{p}/note", {"text": "visto", "public": True}).status_code == 200
+    assert (
+        staff.post("op", f"/cases/{p}/note", {"text": "visto", "public": True}).status_code == 200
+    )
     assert staff.post("op", f"/cases/{p}/resolve", {"note": "fatto"}).status_code == 200
     assert staff.post("urp", f"/cases/{p}/close", {}).status_code == 400  # the reply is required
     r = staff.post("urp", f"/cases/{p}/close", {"reply": "Fatto, grazie della segnalazione."})
@@ -101,7 +113,15 @@ def test_workflow_over_http_and_error_codes(staff: Staff, team: dict[str, str]) 
     assert staff.post("urp", "/cases/2026-0099999/assign", {"office": "X"}).status_code == 404
     assert staff.get("urp", "/cases/garbage").status_code == 400
     events = staff.get("urp", f"/cases/{p}").get_json()["events"]
-    assert [e["action"] for e in events] == ["register", "assign", "dispatch", "take", "note", "resolve", "close"]
+    assert [e["action"] for e in events] == [
+        "register",
+        "assign",
+        "dispatch",
+        "take",
+        "note",
+        "resolve",
+        "close",
+    ]
     assert staff.post("op", f"/cases/{p}/annul", {"reason": "x"}).status_code == 403
     r = staff.post("boss", f"/cases/{p}/annul", {"reason": "doppia registrazione"})
     assert r.status_code == 200 and r.get_json()["annulment"]["reason"] == "doppia registrazione"
@@ -121,7 +141,9 @@ def test_operators_see_only_their_office(staff: Staff, team: dict[str, str]) -> 
     assert staff.post("op", "/cases", {"text": "x", "phone": "3331234567"}).status_code == 403
 
 
-def test_list_filters_and_pagination(staff: Staff, team: dict[str, str], muni: Municipality) -> None:
+def test_list_filters_and_pagination(
+    staff: Staff, team: dict[str, str], muni: Municipality
+) -> None:
     cat = muni.categories[0]
     for i in range(5):
         _new(staff, text=f"caso numero {i}", phone=f"+39333000000{i}")
@@ -162,10 +184,14 @@ def test_notifications_reach_the_right_people(staff: Staff, team: dict[str, str]
 def test_openapi_describes_the_api(client: Any) -> None:
     spec = client.get("/api/v1/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    assert {"/cases", "/cases/{protocol}", "/cases/{protocol}/{action}", "/notifications"} <= set(spec["paths"])
+    assert {"/cases", "/cases/{protocol}", "/cases/{protocol}/{action}", "/notifications"} <= set(
+        spec["paths"]
+    )
 
 
-def test_case_json_matches_the_openapi_schema(staff: Staff, team: dict[str, str], client: Any) -> None:
+def test_case_json_matches_the_openapi_schema(
+    staff: Staff, team: dict[str, str], client: Any
+) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     spec = client.get("/api/v1/openapi.json").get_json()
     p = url(_new(staff)["protocol"])

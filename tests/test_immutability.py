@@ -50,7 +50,9 @@ def test_db_refuses_update_of_registered_field(
         assert row is not None and row.number == 1 and row.original_text == "lampione spento"
 
 
-def test_db_allows_working_fields_to_change(sessions: sessionmaker[Session], registered: int) -> None:
+def test_db_allows_working_fields_to_change(
+    sessions: sessionmaker[Session], registered: int
+) -> None:
     with sessions() as s, s.begin():
         s.execute(text("UPDATE cases SET category = 'verde' WHERE id = :id"), {"id": registered})
         # rewriting a registered field with its own value is not a change

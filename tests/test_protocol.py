@@ -19,7 +19,9 @@ from cases.services import register_case
 from tests.conftest import ROOT, need
 
 
-def _register(s: Session, muni: Municipality, now: datetime, text: str = "buca in via Roma") -> Case:
+def _register(
+    s: Session, muni: Municipality, now: datetime, text: str = "buca in via Roma"
+) -> Case:
     ctx = Ctx(muni=muni, now=now, base_url="https://x.example")
     return register_case(s, ctx, channel="sms", phone="+393331234567", text=text)
 
@@ -27,12 +29,16 @@ def _register(s: Session, muni: Municipality, now: datetime, text: str = "buca i
 def _numbers(s: Session, muni: str, year: int) -> list[int]:
     return list(
         s.scalars(
-            select(Case.number).where(Case.municipality == muni, Case.year == year).order_by(Case.number)
+            select(Case.number)
+            .where(Case.municipality == muni, Case.year == year)
+            .order_by(Case.number)
         )
     )
 
 
-def test_numbers_are_progressive_and_formatted(sessions: sessionmaker[Session], muni: Municipality) -> None:
+def test_numbers_are_progressive_and_formatted(
+    sessions: sessionmaker[Session], muni: Municipality
+) -> None:
     now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     with transaction(sessions) as s:
         cases = [_register(s, muni, now) for _ in range(3)]
@@ -40,7 +46,9 @@ def test_numbers_are_progressive_and_formatted(sessions: sessionmaker[Session], 
     assert cases[0].protocol == "2026/0000001"
 
 
-def test_failed_registration_consumes_no_number(sessions: sessionmaker[Session], muni: Municipality) -> None:
+def test_failed_registration_consumes_no_number(
+    sessions: sessionmaker[Session], muni: Municipality
+) -> None:
     now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     with transaction(sessions) as s:
         _register(s, muni, now)
@@ -65,7 +73,9 @@ def test_each_municipality_has_its_own_register(sessions: sessionmaker[Session],
         assert _register(s, a, now).number == 2
 
 
-def test_new_year_restarts_at_midnight_rome_time(sessions: sessionmaker[Session], muni: Municipality) -> None:
+def test_new_year_restarts_at_midnight_rome_time(
+    sessions: sessionmaker[Session], muni: Municipality
+) -> None:
     # 23:59:59 on 31 December in Rome is still 2026; one second later it is 2027 there,
     # while UTC still says 31 December 23:00.
     before = datetime(2026, 12, 31, 22, 59, 59, tzinfo=UTC)
@@ -104,8 +114,8 @@ def _worker(url: str, per_process: int, seed: int, q: mp.Queue) -> None:  # type
 @pytest.mark.postgres
 def test_concurrent_registration_from_8_processes_is_gap_free() -> None:
     url = need("TEST_DATABASE_URL", "PostgreSQL")
-    from tests.conftest import _truncate
     from lineadiretta.migrate import upgrade
+    from tests.conftest import _truncate
 
     upgrade(url)
     _truncate(url)
@@ -122,7 +132,9 @@ def test_concurrent_registration_from_8_processes_is_gap_free() -> None:
     committed = sorted(n for r in results for n in r)
     failures = sum(1 for seed in range(8) for i in range(per) if (seed + i) % 5 == 0)
     assert len(committed) == 8 * per - failures
-    assert committed == list(range(1, len(committed) + 1)), "numbers must be 1..N, no gap, no repeat"
+    assert committed == list(range(1, len(committed) + 1)), (
+        "numbers must be 1..N, no gap, no repeat"
+    )
     engine = make_engine(url)
     muni = load_config(ROOT / "config.toml").municipality[0]
     with make_sessionmaker(engine)() as s:

@@ -28,7 +28,9 @@ def _setup(sessions: sessionmaker[Session], muni: Municipality) -> tuple[int, in
     with transaction(sessions) as s:
         boss, _ = create_user(s, Ctx(muni, T0), "boss", "supervisor")
         old = register_case(s, Ctx(muni, T0), channel="sms", phone="+393331234567", text="x")
-        register_case(s, Ctx(muni, T0 + timedelta(days=29)), channel="sms", phone="+393331234567", text="y")
+        register_case(
+            s, Ctx(muni, T0 + timedelta(days=29)), channel="sms", phone="+393331234567", text="y"
+        )
         return boss.id, old.id
 
 
@@ -60,7 +62,9 @@ def test_lease_lets_one_runner_at_a_time(sessions: sessionmaker[Session]) -> Non
 
 
 @pytest.mark.redis
-def test_real_celery_worker_on_redis_runs_the_overdue_task(tmp_path: Path, muni: Municipality) -> None:
+def test_real_celery_worker_on_redis_runs_the_overdue_task(
+    tmp_path: Path, muni: Municipality
+) -> None:
     redis_url = need("TEST_REDIS_URL", "Redis")
     import redis as redis_lib
 
@@ -75,23 +79,39 @@ def test_real_celery_worker_on_redis_runs_the_overdue_task(tmp_path: Path, muni:
     with transaction(sessions) as s:
         create_user(s, Ctx(muni, T0), "boss", "supervisor")
         register_case(s, Ctx(muni, T0), channel="sms", phone="+393331234567", text="vecchio")
-    env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, SECRET_KEY="t",
-               LINEADIRETTA_CONFIG=str(ROOT / "config.toml"), INSTANCE_PATH=str(tmp_path / "inst"))
+    env = dict(
+        os.environ,
+        DATABASE_URL=url,
+        REDIS_URL=redis_url,
+        SECRET_KEY="t",
+        LINEADIRETTA_CONFIG=str(ROOT / "config.toml"),
+        INSTANCE_PATH=str(tmp_path / "inst"),
+    )
     worker = subprocess.Popen(
         [sys.executable, "-m", "lineadiretta.cli", "worker", "--concurrency", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         from lineadiretta.app import create_app
 
-        app = create_app({"DATABASE_URL": url, "REDIS_URL": redis_url, "SECRET_KEY": "t",
-                          "LINEADIRETTA_CONFIG": str(ROOT / "config.toml")})
+        app = create_app(
+            {
+                "DATABASE_URL": url,
+                "REDIS_URL": redis_url,
+                "SECRET_KEY": "t",
+                "LINEADIRETTA_CONFIG": str(ROOT / "config.toml"),
+            }
+        )
         app.extensions["celery"].send_task("workers.tasks.flag_overdue")
         deadline = time.monotonic() + 60
         flagged = False
         while time.monotonic() < deadline and not flagged:
             with sessions() as s:
-                flagged = s.scalar(select(CaseEvent).where(CaseEvent.action == "overdue")) is not None
+                flagged = (
+                    s.scalar(select(CaseEvent).where(CaseEvent.action == "overdue")) is not None
+                )
             time.sleep(0.3)
         assert flagged, "the worker did not run the task from Redis"
     finally:

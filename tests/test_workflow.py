@@ -187,8 +187,16 @@ def test_full_life_with_history_and_citizen_texts(world: World) -> None:
     assert case.events[3].actor_label == "Operator (operator)"
     assert [e.public for e in case.events[4:6]] == [False, True]
     with world.sessions() as s:
-        texts = s.scalars(select(OutboxMessage).where(OutboxMessage.case_id == cid).order_by(OutboxMessage.id)).all()
-        assert [t.template for t in texts] == ["registered", "assigned", "taken", "public_note", "closed"]
+        texts = s.scalars(
+            select(OutboxMessage).where(OutboxMessage.case_id == cid).order_by(OutboxMessage.id)
+        ).all()
+        assert [t.template for t in texts] == [
+            "registered",
+            "assigned",
+            "taken",
+            "public_note",
+            "closed",
+        ]
         assert "Operator" in texts[2].body  # the responsible person is named (L. 241/1990 art. 8)
         assert "lunedì" in texts[3].body and "riparato" in texts[4].body
         assert all(case.protocol in t.body for t in texts)
@@ -256,7 +264,9 @@ def test_closing_a_master_closes_its_duplicates_and_tells_each_reporter(world: W
             assert dup is not None and dup.status == Status.CLOSED
             assert dup.events[-1].action == "master_closed"
             last = s.scalars(
-                select(OutboxMessage).where(OutboxMessage.case_id == d).order_by(OutboxMessage.id.desc())
+                select(OutboxMessage)
+                .where(OutboxMessage.case_id == d)
+                .order_by(OutboxMessage.id.desc())
             ).first()
             assert last is not None and last.template == "master_closed" and last.phone == dup.phone
             assert master_protocol in last.body
@@ -277,7 +287,11 @@ def test_side_exits_reply_to_the_citizen(world: World) -> None:
     case = world.get(cid)
     assert case.status == Status.NOT_COMPETENT and case.closed_at is not None
     with world.sessions() as s:
-        msg = s.scalars(select(OutboxMessage).where(OutboxMessage.case_id == cid).order_by(OutboxMessage.id.desc())).first()
+        msg = s.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.case_id == cid)
+            .order_by(OutboxMessage.id.desc())
+        ).first()
         assert msg is not None and msg.template == "not_competent" and "Provincia" in msg.body
 
 
@@ -290,4 +304,3 @@ def test_public_texts_wait_for_the_end_of_quiet_hours(world: World) -> None:
         q = world.muni.sms.quiet_hours
         assert (local.hour, local.minute) == (q.end.hour, q.end.minute)
         assert local.date().isoformat() == "2026-04-02"
-

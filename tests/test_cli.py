@@ -1,0 +1,233 @@
+"""The command line, run as a user would: db upgrade, user add, register; and `run` end to end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lineadiretta.cli", *args],
+        env=env, capture_output=True, text=True, timeout=120, cwd=env.get("PWD_FOR_TEST"),
+    )  # fmt: skip
+    if check:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc
+
+
+@pytest.fixture
+def env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(
+        DATABASE_URL=db_url,
+        LINEADIRETTA_CONFIG=str(ROOT / "config.toml"),
+        INSTANCE_PATH=str(tmp_path / "instance"),
+        SECRET_KEY="cli-test",
+    )
+    e.pop("REDIS_URL", None)
+    return e
+
+
+def _api(base: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        base + path, data=data, method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_user_add_prints_token_last_and_register_lists_the_day(env: dict[str, str]) -> None:
+    cli("db", "upgrade", env=env)
+    out = cli(
+        "user", "add", "giulia", "--role", "urp", "--municipality", "monteverde", env=env
+    ).stdout
+    token = out.strip().splitlines()[-1]
+    assert len(token) >= 40 and " " not in token
+    bad = cli("user", "add", "x", "--role", "operator", env=env, check=False)
+    assert bad.returncode != 0 and "office" in bad.stderr
+    bad = cli(
+        "user",
+        "add",
+        "x",
+        "--role",
+        "operator",
+        "--office",
+        "NOPE",
+        "--municipality",
+        "monteverde",
+        env=env,
+        check=False,
+    )
+    assert bad.returncode != 0 and "NOPE" in bad.stderr
+
+    from lineadiretta.app import create_app
+
+    app = create_app(
+        {
+            "DATABASE_URL": env["DATABASE_URL"],
+            "SECRET_KEY": "t",
+            "CONFIG_PATH": env["LINEADIRETTA_CONFIG"],
+        }
+    )
+    c = app.test_client()
+    h = {"Authorization": f"Bearer {token}"}
+    for text in ("buca in via Verdi", "lampione spento in piazza"):
+        assert (
+            c.post(
+                "/api/v1/cases", json={"text": text, "phone": "3331234567"}, headers=h
+            ).status_code
+            == 201
+        )
+    p = c.get("/api/v1/cases?per_page=1", headers=h).get_json()["items"][0]["protocol"]
+    boss = cli(
+        "user", "add", "capo", "--role", "supervisor", "--municipality", "monteverde", env=env
+    ).stdout.split()[-1]
+    c.post(
+        f"/api/v1/cases/{p.replace('/', '-')}/annul",
+        json={"reason": "doppione"},
+        headers={"Authorization": f"Bearer {boss}"},
+    )
+    from lineadiretta.app import runtime
+
+    runtime(app).engine.dispose()
+
+    today = (
+        datetime.now(UTC)
+        .astimezone(app.extensions["lineadiretta"].config.municipality[0].tz)
+        .date()
+    )
+    out = cli(
+        "register", "--date", today.isoformat(), "--municipality", "monteverde", env=env
+    ).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["protocol"][-7:] for r in rows] == ["0000001", "0000002"]
+    assert rows[0]["registered_by"] == "giulia" and rows[0]["sender"] == "+393331234567"
+    assert rows[1]["annulled"] == "True" and rows[1]["annul_reason"] == "doppione"
+    data = json.loads(
+        cli(
+            "register",
+            "--date",
+            today.isoformat(),
+            "--format",
+            "json",
+            "--municipality",
+            "monteverde",
+            env=env,
+        ).stdout
+    )
+    assert data["municipality"] == "monteverde" and len(data["registrations"]) == 2
+    empty = cli("register", "--date", "2001-01-01", "--municipality", "monteverde", env=env).stdout
+    assert empty.strip().splitlines() == [empty.strip().splitlines()[0]]  # header only
+    bad = cli("register", "--date", "yesterday", env=env, check=False)
+    assert bad.returncode != 0 and "YYYY-MM-DD" in bad.stderr
+
+
+def test_bad_config_stops_start_up_naming_the_key(env: dict[str, str], tmp_path: Path) -> None:
+    text = (
+        (ROOT / "config.toml")
+        .read_text()
+        .replace('timezone = "Europe/Rome"', 'timezone = "Europe/Atlantis"', 1)
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    env["LINEADIRETTA_CONFIG"] = str(bad)
+    proc = cli("register", "--date", "2026-01-01", env=env, check=False)
+    assert proc.returncode != 0 and "timezone" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str) -> None:
+    """`lineadiretta run` with nothing configured: migrates, makes an admin, serves, runs a worker."""
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "SECRET_KEY",
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_AUTH_TOKEN",
+        )
+    }
+    env["LINEADIRETTA_CONFIG"] = str(ROOT / "config.toml")
+    workdir = tmp_path / "site"
+    workdir.mkdir()
+    log = open(tmp_path / "run.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lineadiretta.cli", "run", "--port", str(port)],
+        cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                    health = json.loads(r.read())
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("lineadiretta run did not answer /healthz within 60 s")
+        assert health == {"status": "ok", "database": "ok", "broker": "embedded"}
+        assert (workdir / "instance" / "lineadiretta.sqlite").exists()
+        token = (workdir / "instance" / "admin_token").read_text().strip()
+        status, case = _api(
+            base,
+            "POST",
+            "/api/v1/cases",
+            token,
+            {"text": "albero caduto sulla strada", "phone": "+39 333 765 4321"},
+        )
+        assert status == 201 and case["protocol"].endswith("/0000001"), case
+        status, _ = _api(base, "POST", "/api/v1/cases", "wrong", {"text": "x"})
+        assert status == 401
+        # the worker is a separate process consuming the embedded broker: the catch-up task
+        # that `run` queues at start is executed there
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = (tmp_path / "run.log").read_text()
+            if "workers.tasks.flag_overdue" in out and "succeeded" in out:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the embedded worker did not run the task:\n" + out[-3000:])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

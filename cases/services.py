@@ -155,6 +155,7 @@ def register_case(
                 "by": actor.name if actor else None,
             },
         ),
+        actor=actor,
     )
     route = ctx.muni.category(category)
     if route is not None and ctx.muni.auto_assign:

@@ -430,7 +430,6 @@ def _apply(
         case.status = out.to.value
     case.updated_at = ctx.now
     event = CaseEvent(
-        case_id=case.id,
         at=ctx.now,
         actor_id=actor.id if actor else None,
         actor_label=f"{actor.display_name} ({actor.role})" if actor else SYSTEM,
@@ -441,7 +440,7 @@ def _apply(
         public=out.public,
         data=out.data or {},
     )
-    s.add(event)
+    # Appending (not session.add) keeps the loaded history free of a second copy of the event.
     case.events.append(event)
     if out.public and out.template:
         queue_citizen_text(s, ctx, case, out.template, **(out.values or {}))
@@ -457,6 +456,9 @@ def perform(
     return _apply(s, ctx, actor, case, action, out.to, out)
 
 
-def system_step(s: Session, ctx: Ctx, case: Case, action: str, out: Outcome) -> CaseEvent:
-    """A step the system takes by itself (registration, auto-routing, overdue flag)."""
-    return _apply(s, ctx, None, case, action, out.to, out)
+def system_step(
+    s: Session, ctx: Ctx, case: Case, action: str, out: Outcome, actor: User | None = None
+) -> CaseEvent:
+    """A step taken by the system (auto-routing, overdue flag), or recorded for `actor`
+    without a permission check (the registration itself)."""
+    return _apply(s, ctx, actor, case, action, out.to, out)

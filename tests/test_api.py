@@ -40,7 +40,10 @@ def test_register_at_the_counter(staff: Staff, team: dict[str, str], muni: Munic
     assert c["phone"] == "+393331234567"  # normalised to E.164
     assert c["channel"] == "counter" and c["description"].startswith("C'è una buca")
     assert c["suggested_category"] is not None
-    assert c["events"][0]["action"] == "register" and "by" in c["events"][0]["data"]
+    assert c["events"][0]["action"] == "register" and c["events"][0]["actor"] == "Urp (urp)"
+    # a confident suggestion routes the case at once (auto_assign): history shows both steps once
+    assert [e["action"] for e in c["events"]] == ["register", "assign"]
+    assert c["status"] == "assigned" and c["office"] == muni.category(c["category"]).office
     got = staff.get("urp", f"/cases/{url(c['protocol'])}").get_json()
     assert got["protocol"] == c["protocol"]
     for key in (

@@ -22,6 +22,7 @@ from cases.services import (
     user_by_token,
 )
 from cases.workflow import perform
+from lineadiretta.dispatch import after_commit
 from lineadiretta.web import ctx_for, db, json_body
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def create_case() -> Any:
         actor=u,
         address=body.get("address"),
     )
-    s.commit()
+    after_commit(s)
     log.info("case %s registered by %s via api (%s)", case.protocol, u.name, channel)
     return jsonify(case_json(case, ctx, u)), 201
 
@@ -206,7 +207,7 @@ def case_action(protocol: str, action: str) -> Any:
     s = db()
     case = case_for(s, ctx, u, protocol, lock=True)
     event = perform(s, ctx, u, case, action, body)
-    s.commit()
+    after_commit(s)
     log.info(
         "case %s: %s by %s (%s -> %s)",
         case.protocol,

@@ -30,9 +30,29 @@ TEMPLATE_KEYS = (
     "duplicate",
     "not_competent",
     "master_closed",
+    # replies to texts (sms/)
+    "sms_followup",
+    "sms_status_own",
+    "sms_status_other",
+    "sms_status_unknown",
+    "sms_optout",
+    "sms_optin",
+    "sms_help",
+    "sms_flood",
 )
 PLACEHOLDERS = frozenset(
-    {"municipality", "protocol", "office", "operator", "due", "link", "reply", "note", "master"}
+    {
+        "municipality",
+        "protocol",
+        "office",
+        "operator",
+        "due",
+        "link",
+        "reply",
+        "note",
+        "master",
+        "status",
+    }
 )
 
 
@@ -112,7 +132,9 @@ class QuietHours(_Strict):
 class Sms(_Strict):
     numbers: list[str]
     followup_days: Annotated[int, Field(ge=0)] = 14
-    rate_per_second: Annotated[float, Field(gt=0)] = 1.0
+    rate_per_second: Annotated[float, Field(ge=0)] = (
+        1.0  # segments per second per sender; 0: no limit
+    )
     flood_per_minute: Annotated[int, Field(ge=1)] = 10
     max_media_bytes: Annotated[int, Field(ge=1)] = 5_000_000
     media_types: list[str] = ["image/jpeg", "image/png", "image/gif", "image/webp"]
@@ -133,6 +155,13 @@ class Sms(_Strict):
         "CANCELLAMI",
     ]
     start_words: list[str] = ["START", "YES", "UNSTOP", "INIZIA", "RIPRENDI", "SI"]
+    # the provider itself answers its own keywords: for those our reply would not be delivered
+    provider_keywords: list[str] = [
+        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+        "START", "YES", "UNSTOP", "HELP", "INFO",
+    ]  # fmt: skip
+    new_words: list[str] = ["NUOVA", "NUOVO", "NEW"]
+    status_words: list[str] = ["STATO", "STATUS"]
     help_words: list[str] = ["HELP", "INFO", "AIUTO"]
 
     @field_validator("numbers")
@@ -172,6 +201,14 @@ class Templates(_Strict):
     duplicate: str
     not_competent: str
     master_closed: str
+    sms_followup: str
+    sms_status_own: str
+    sms_status_other: str
+    sms_status_unknown: str
+    sms_optout: str
+    sms_optin: str
+    sms_help: str
+    sms_flood: str
 
     @model_validator(mode="after")
     def _placeholders(self) -> Templates:

@@ -241,6 +241,8 @@ class OutboxMessage(Base):
     delivery_status: Mapped[str | None] = mapped_column(String(20))
     error_code: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    delivery_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class StaffNotification(Base):
@@ -265,3 +267,47 @@ class JobLock(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))
     until: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class InboundKind(enum.StrEnum):
+    NEW_CASE = "new_case"
+    FOLLOWUP = "followup"
+    STATUS = "status"
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    HELP = "help"
+    FLOOD = "flood"
+
+
+class InboundMessage(Base):
+    """Every text a citizen sent, kept even when it made no case (flooding, keywords)."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        CheckConstraint(f"kind IN ({_in(InboundKind)})", name="kind"),
+        Index("ix_inbound_from_time", "municipality", "from_phone", "received_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    municipality: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(8), default="sms")
+    provider_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    from_phone: Mapped[str] = mapped_column(String(20))
+    to_phone: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(Text, default="")
+    num_media: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(16))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    language: Mapped[str] = mapped_column(String(2), default="it")
+    reply: Mapped[str] = mapped_column(Text, default="")
+
+
+class OptOut(Base):
+    """A citizen who asked for no more texts (keyword, or the provider's 21610)."""
+
+    __tablename__ = "opt_outs"
+    municipality: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cases.config import Municipality
+from cases.config import PLACEHOLDERS, Municipality
 from cases.models import (
     Case,
     OutboxMessage,
@@ -49,24 +49,61 @@ def local_date(ctx: Ctx, when: datetime) -> str:
     return when.astimezone(ctx.muni.tz).strftime("%d/%m/%Y")
 
 
+STATUS_LABELS: dict[str, dict[str, str]] = {
+    "it": {
+        "received": "ricevuta",
+        "assigned": "assegnata",
+        "in_progress": "in lavorazione",
+        "resolved": "risolta, in attesa di chiusura",
+        "closed": "conclusa",
+        "duplicate": "collegata a una segnalazione precedente",
+        "not_competent": "non di competenza del Comune",
+        "annulled": "annullata",
+    },
+    "en": {
+        "received": "received",
+        "assigned": "assigned",
+        "in_progress": "in progress",
+        "resolved": "resolved, awaiting closure",
+        "closed": "closed",
+        "duplicate": "linked to an earlier report",
+        "not_competent": "outside the remit of the municipality",
+        "annulled": "cancelled",
+    },
+}
+
+
+def status_label(status: str, language: str) -> str:
+    return STATUS_LABELS.get(language, STATUS_LABELS["it"]).get(status, status)
+
+
+def office_name(muni: Municipality, code: str | None, language: str) -> str:
+    """The office's name; a case not yet routed is with the URP."""
+    office = muni.office(code) or muni.urp_office
+    return (office.name_en or office.name) if language == "en" else office.name
+
+
+def render_text(ctx: Ctx, key: str, language: str, **values: str) -> str:
+    """Fill a citizen template that is not about one case (help, opt-out, unknown number)."""
+    fields = dict.fromkeys(PLACEHOLDERS, "")
+    fields["municipality"] = ctx.muni.name
+    fields.update(values)
+    return ctx.muni.template(key, language).format_map(fields).strip()
+
+
 def render(ctx: Ctx, key: str, case: Case, **values: str) -> str:
     """Fill a citizen template in the case's language."""
-    office = ctx.muni.office(case.office)
+    lang = case.language
     fields = {
-        "municipality": ctx.muni.name,
         "protocol": case.protocol,
-        "office": (office.name_en or office.name)
-        if office and case.language == "en"
-        else (office.name if office else ""),
+        "office": office_name(ctx.muni, case.office, lang),
         "operator": case.assignee.display_name if case.assignee else "",
         "due": local_date(ctx, case.due_at),
         "link": track_link(ctx, case),
-        "reply": "",
-        "note": "",
-        "master": "",
+        "status": status_label(getattr(case, "status", "") or "", lang),
     }
     fields.update(values)
-    return ctx.muni.template(key, case.language).format_map(fields).strip()
+    return render_text(ctx, key, lang, **fields)
 
 
 def next_send_time(muni: Municipality, now: datetime) -> datetime:

@@ -25,7 +25,7 @@ from cases.models import (
     Status,
     User,
 )
-from cases.notify import Ctx, notify_staff, queue_citizen_text, staff_of
+from cases.notify import Ctx, notify_staff, office_queue_staff, queue_citizen_text, staff_of
 from cases.phone import InvalidPhone, normalise_phone
 from cases.protocol import next_number, parse_protocol, protocol_year
 from cases.workflow import Outcome, can_view, due_for, system_step
@@ -187,6 +187,43 @@ def add_attachment(s: Session, ctx: Ctx, case: Case, a: NewAttachment) -> Attach
     case.attachments.append(row)
     s.add(row)
     return row
+
+
+def add_citizen_message(
+    s: Session,
+    ctx: Ctx,
+    case: Case,
+    text: str,
+    attachments: list[NewAttachment] | None = None,
+    source: str = "sms",
+) -> None:
+    """A citizen wrote again about an open case: the text joins its history, staff are told."""
+    for a in attachments or []:
+        add_attachment(s, ctx, case, a)
+    system_step(
+        s, ctx, case, "citizen_message",
+        Outcome(None, note=text[:MAX_TEXT], public=True,
+                data={"source": source, "attachments": len(attachments or [])}),
+    )  # fmt: skip
+    who = [case.assignee] if case.assignee else office_queue_staff(s, ctx, case.office)
+    notify_staff(
+        s, ctx, who, "citizen_message", case, f"{case.protocol}: nuovo messaggio dal cittadino"
+    )
+
+
+def latest_open_case(s: Session, muni: str, phone: str, since: datetime) -> Case | None:
+    """The citizen's most recent open case with activity since `since` (follow-up window)."""
+    return s.scalar(
+        select(Case)
+        .where(
+            Case.municipality == muni,
+            Case.phone == phone,
+            Case.status.in_([x.value for x in OPEN_STATUSES]),
+            Case.updated_at >= since,
+        )
+        .order_by(Case.updated_at.desc(), Case.id.desc())
+        .limit(1)
+    )
 
 
 def find_case(s: Session, ctx: Ctx, protocol: str, *, lock: bool = False) -> Case | None:

@@ -48,6 +48,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         REDIS_URL=os.environ.get("REDIS_URL") or None,
         PUBLIC_BASE_URL=os.environ.get("PUBLIC_BASE_URL") or None,
         CONFIG_PATH=os.environ.get("LINEADIRETTA_CONFIG", "config.toml"),
+        TWILIO_ACCOUNT_SID=os.environ.get("TWILIO_ACCOUNT_SID") or None,
+        TWILIO_AUTH_TOKEN=os.environ.get("TWILIO_AUTH_TOKEN") or None,
+        TWILIO_API_BASE_URL=os.environ.get("TWILIO_API_BASE_URL") or None,
         LD_CONFIG=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         JSON_SORT_KEYS=False,
@@ -60,10 +63,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     config = app.config["LD_CONFIG"] or load_config(app.config["CONFIG_PATH"])
     url = app.config["DATABASE_URL"] or default_database_url(app.instance_path)
     engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    from lineadiretta.dispatch import track
+
+    track(sessions)
     app.extensions["lineadiretta"] = Runtime(
         config=config,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         public_base_url=app.config["PUBLIC_BASE_URL"],
         redis_url=app.config["REDIS_URL"],
     )
@@ -75,6 +82,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from api.views import bp as api_bp
 
     app.register_blueprint(api_bp)
+
+    from sms.views import bp as sms_bp
+
+    app.register_blueprint(sms_bp)
 
     from workers.celery_app import celery_init_app
 

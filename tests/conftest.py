@@ -23,9 +23,11 @@ from lineadiretta.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
+TWILIO_TOKEN = "test-auth-token"
+PUBLIC = "https://comune.example.it"
 TABLES = (
     "staff_notifications", "outbox", "attachments", "case_events", "cases", "users",
-    "protocol_counters", "job_locks",
+    "protocol_counters", "job_locks", "inbound_messages", "opt_outs",
 )  # fmt: skip
 
 
@@ -119,6 +121,8 @@ def app(db_url: str, config: Config, tmp_path: Path) -> Iterator[Flask]:
             "LD_CONFIG": config,
             "PUBLIC_BASE_URL": "https://comune.example.it",
             "REDIS_URL": None,
+            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "TWILIO_ACCOUNT_SID": None,
         }
     )
     app.instance_path = str(tmp_path / "instance")
@@ -168,3 +172,22 @@ class Staff:
 @pytest.fixture
 def staff(app: Flask, client: FlaskClient, muni: Municipality) -> Staff:
     return Staff(app, client, muni)
+
+
+def signed_post(
+    client: FlaskClient,
+    path: str,
+    form: dict[str, str],
+    *,
+    token: str = TWILIO_TOKEN,
+    signature: str | None = None,
+) -> Any:
+    """POST a form as the provider does, signed for the public URL."""
+    from twilio.request_validator import RequestValidator
+
+    sig = (
+        signature
+        if signature is not None
+        else RequestValidator(token).compute_signature(PUBLIC + path, form)
+    )
+    return client.post(path, data=form, headers={"X-Twilio-Signature": sig})

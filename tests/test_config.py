@@ -351,6 +351,14 @@ REQUIRED = {
     "duplicate": {"master"},
     "not_competent": {"reply"},
     "master_closed": {"master", "reply"},
+    "sms_followup": {"protocol"},
+    "sms_status_own": {"protocol", "status", "office", "due"},
+    "sms_status_other": {"protocol", "status"},
+    "sms_status_unknown": {"protocol"},
+    "sms_optout": set(),
+    "sms_optin": set(),
+    "sms_help": set(),
+    "sms_flood": set(),
 }
 
 CASES = [
@@ -378,6 +386,7 @@ def _renderings(muni: Municipality, lang: str, key: str) -> list[str]:
             number=123,
             track_token=TRACK_TOKEN,
             protocol=PROTOCOL,
+            status="duplicate",  # the longest status label
         )
         ctx = Ctx(muni=muni, now=datetime(2026, 6, 1, 9, 0, tzinfo=UTC), base_url=BASE_URL)
         out.append(render(ctx, key, case, reply=REPLY, note=NOTE, master=MASTER))  # type: ignore[arg-type]

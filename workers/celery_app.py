@@ -49,7 +49,14 @@ def celery_init_app(app: Flask) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options_visibility_timeout=600,
         timezone="UTC",
+        # The web tier must not hang on a dead broker: fail fast, the sweeper catches up.
+        broker_connection_timeout=2,
+        task_publish_retry=False,
         beat_schedule={
+            "sweep-outbox": {
+                "task": "workers.tasks.sweep_outbox",
+                "schedule": timedelta(seconds=app.config.get("SWEEP_EVERY_SECONDS", 10)),
+            },
             "flag-overdue": {
                 "task": "workers.tasks.flag_overdue",
                 "schedule": timedelta(minutes=app.config.get("OVERDUE_EVERY_MINUTES", 15)),

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+import mimetypes
 import os
 import socket
 from datetime import timedelta
+from typing import Any
 
+import redis
 from celery import shared_task
 from flask import current_app
 
 from cases.clock import utcnow
 from cases.db import transaction
+from cases.models import Attachment, Case
 from cases.notify import Ctx
 from cases.services import flag_overdue as flag_overdue_cases
 from cases.services import take_lease
+from sms.outbound import Sender
+from sms.provider import SendError, provider_from_config
+from sms.ratelimit import Limiter, LocalLimiter, RedisLimiter
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +53,86 @@ def flag_overdue(self: object) -> int:
         with transaction(rt.sessions) as s:
             take_lease(s, f"overdue:{muni.code}", holder, now, timedelta(seconds=-1))
     return flagged
+
+
+def sender() -> Sender:
+    """The worker process's sender: provider client, limiter and DB, built once."""
+    from lineadiretta.app import runtime
+
+    app = current_app
+    cached = app.extensions.get("sms_sender")
+    if cached is None:
+        rt = runtime(app)
+        limiter: Limiter
+        if rt.redis_url:
+            limiter = RedisLimiter(redis.Redis.from_url(rt.redis_url))
+        else:
+            limiter = LocalLimiter()
+        cached = Sender(
+            sessions=rt.sessions,
+            config=rt.config,
+            provider=provider_from_config(app.config),
+            limiter=limiter,
+            callback_base=rt.public_base_url,
+            clock=utcnow,
+        )
+        app.extensions["sms_sender"] = cached
+    return cached
+
+
+@shared_task(name="workers.tasks.send_outbox", acks_late=True)
+def send_outbox(ids: list[int]) -> dict[str, int]:
+    """Send these outbox rows (each claimed atomically; already-sent ones are skipped)."""
+    counts = sender().send_ids(int(i) for i in ids)
+    log.info("send_outbox %s: %s", ids[:5], counts)
+    return counts
+
+
+@shared_task(name="workers.tasks.sweep_outbox")
+def sweep_outbox() -> int:
+    """Re-queue texts left pending or orphaned by a dead worker or a broker outage."""
+    snd = sender()
+    ids = snd.sweep()
+    for i in range(0, len(ids), 50):
+        send_outbox.delay(ids[i : i + 50])
+    if ids:
+        log.info("sweep_outbox: queued %d texts", len(ids))
+    return len(ids)
+
+
+@shared_task(name="workers.tasks.fetch_media", bind=True, max_retries=5, acks_late=True)
+def fetch_media(self: Any, attachment_id: int) -> str:
+    """Download an MMS photo with the account's credentials, check it, keep it."""
+    from lineadiretta.app import runtime
+
+    rt = runtime(current_app)
+    with transaction(rt.sessions) as s:
+        att = s.get(Attachment, attachment_id)
+        if att is None or att.state != "pending":
+            return "skipped"
+        case = s.get(Case, att.case_id)
+        assert case is not None
+        rules = rt.config.get(case.municipality).sms
+        try:
+            data, ctype = sender().provider.fetch_media(att.source_url, rules.max_media_bytes)
+        except SendError as exc:
+            if exc.retryable and self.request.retries < self.max_retries:
+                raise self.retry(countdown=30 * 2**self.request.retries) from None
+            att.state, att.error = "rejected", str(exc)[:500]
+            log.warning("media %d of case %s rejected: %s", att.id, case.protocol, exc)
+            return "rejected"
+        if ctype not in rules.media_types:
+            att.state, att.error = "rejected", f"type {ctype or 'unknown'} not accepted"
+            log.warning("media %d of case %s rejected: type %s", att.id, case.protocol, ctype)
+            return "rejected"
+        ext = mimetypes.guess_extension(ctype) or ".bin"
+        folder = os.path.join(current_app.instance_path, "media", case.municipality, str(case.id))
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{att.id}{ext}")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        att.state, att.size, att.content_type, att.storage_path = "stored", len(data), ctype, path
+        log.info(
+            "media %d of case %s stored (%d bytes, %s)", att.id, case.protocol, len(data), ctype
+        )
+        return "stored"

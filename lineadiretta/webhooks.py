@@ -1,0 +1,68 @@
+"""Provider webhooks: signature check with the official RequestValidator, shared by sms/ and ivr/."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Response, current_app, request
+from twilio.request_validator import RequestValidator
+
+from cases.config import Municipality
+from cases.phone import mask_phone
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def public_url() -> str:
+    """The URL the provider signed: the configured public base plus this path and query."""
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if base:
+        qs = request.query_string.decode("ascii", "replace")
+        return base.rstrip("/") + request.path + (f"?{qs}" if qs else "")
+    return request.url
+
+
+def auth_token() -> str | None:
+    token: str | None = current_app.config.get("TWILIO_AUTH_TOKEN")
+    return token
+
+
+def signed(view: F) -> F:
+    """Refuse (403, nothing stored) a webhook whose X-Twilio-Signature is missing or wrong."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = auth_token()
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not token:
+            log.error("webhook %s refused: no TWILIO_AUTH_TOKEN configured", request.path)
+            return Response("webhook signing is not configured\n", 403, mimetype="text/plain")
+        form = request.form.to_dict(flat=False)
+        params = {k: v if len(v) > 1 else v[0] for k, v in form.items()}
+        if not signature or not RequestValidator(token).validate(public_url(), params, signature):
+            log.warning(
+                "webhook %s refused: %s signature (from %s)",
+                request.path,
+                "missing" if not signature else "wrong",
+                mask_phone(request.form.get("From")),
+            )
+            return Response("invalid or missing X-Twilio-Signature\n", 403, mimetype="text/plain")
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def municipality_for_called(number: str | None) -> Municipality | None:
+    from lineadiretta.app import runtime
+
+    if not number:
+        return None
+    return runtime(current_app).config.by_number(number)
+
+
+def twiml(xml: str, status: int = 200) -> Response:
+    return Response(xml, status, mimetype="text/xml")

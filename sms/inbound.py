@@ -1,0 +1,215 @@
+"""Inbound texts: one function decides what a text means and what the register does with it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cases.errors import Invalid
+from cases.models import Case, InboundKind, InboundMessage, OptOut
+from cases.notify import Ctx, render, render_text
+from cases.phone import InvalidPhone, mask_phone, normalise_phone
+from cases.protocol import parse_protocol, protocol_year
+from cases.services import (
+    NewAttachment,
+    add_citizen_message,
+    find_case,
+    latest_open_case,
+    register_case,
+)
+from sms.intent import Intent, Kind, parse
+
+log = logging.getLogger(__name__)
+MAX_MEDIA = 10
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """The provider's fields we use; everything else in the form is ignored."""
+
+    sid: str
+    from_: str
+    to: str
+    body: str = ""
+    media: list[tuple[str, str]] = field(default_factory=list)  # (url, content type)
+    opt_out_type: str = ""
+
+
+@dataclass
+class Outcome:
+    kind: InboundKind
+    reply: str | None
+    case: Case | None = None
+    replayed: bool = False
+
+
+def is_opted_out(s: Session, muni: str, phone: str) -> bool:
+    row = s.get(OptOut, (muni, phone))
+    return bool(row and row.opted_out)
+
+
+def set_opt_out(s: Session, ctx: Ctx, phone: str, opted_out: bool, source: str) -> None:
+    row = s.get(OptOut, (ctx.muni.code, phone))
+    if row is None:
+        s.add(
+            OptOut(
+                municipality=ctx.muni.code,
+                phone=phone,
+                opted_out=opted_out,
+                source=source,
+                updated_at=ctx.now,
+            )
+        )
+    else:
+        row.opted_out, row.source, row.updated_at = opted_out, source, ctx.now
+
+
+def _language(s: Session, ctx: Ctx, phone: str, intent: Intent) -> str:
+    if intent.english and "en" in ctx.muni.templates:
+        return "en"
+    last = s.scalar(
+        select(Case.language)
+        .where(Case.municipality == ctx.muni.code, Case.phone == phone)
+        .order_by(Case.id.desc())
+        .limit(1)
+    )
+    return last or ctx.muni.language
+
+
+def _status_reply(
+    s: Session, ctx: Ctx, phone: str, asked: str, lang: str
+) -> tuple[str, Case | None]:
+    try:
+        year, number = parse_protocol(asked, protocol_year(ctx.now, ctx.muni.tz))
+        case = find_case(s, ctx, f"{year}/{number}")
+        shown = f"{year}/{number:07d}"
+    except Invalid:
+        case, shown = None, asked[:20]
+    if case is None:
+        return render_text(ctx, "sms_status_unknown", lang, protocol=shown), None
+    if case.phone == phone:
+        return render(ctx, "sms_status_own", case), case
+    # Someone else's case: status and office only, nothing about the reporter or the text.
+    other = render_text(
+        ctx,
+        "sms_status_other",
+        lang,
+        protocol=case.protocol,
+        status=_label(case.status, lang),
+        office=_office(ctx, case, lang),
+    )
+    return other, None
+
+
+def _label(status: str, lang: str) -> str:
+    from cases.notify import status_label
+
+    return status_label(status, lang)
+
+
+def _office(ctx: Ctx, case: Case, lang: str) -> str:
+    from cases.notify import office_name
+
+    return office_name(ctx.muni, case.office, lang)
+
+
+def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
+    """Store the text and act on it, in the caller's transaction; returns the reply to send."""
+    seen = s.scalar(select(InboundMessage).where(InboundMessage.provider_sid == msg.sid))
+    if seen is not None:  # the provider retried: same answer, nothing new
+        return Outcome(InboundKind(seen.kind), seen.reply or None, replayed=True)
+    try:
+        phone = normalise_phone(msg.from_, ctx.muni.country)
+    except InvalidPhone as exc:
+        raise Invalid(f"'From' is not a phone number we can answer: {exc}") from None
+    if len(msg.media) > MAX_MEDIA:
+        raise Invalid(f"at most {MAX_MEDIA} media per message")
+    rules = ctx.muni.sms
+    intent = parse(msg.body, rules, msg.opt_out_type)
+    lang = _language(s, ctx, phone, intent)
+    opted_out = is_opted_out(s, ctx.muni.code, phone)
+    attachments = [NewAttachment("photo", url, ctype or None) for url, ctype in msg.media]
+
+    recent = (
+        s.scalar(
+            select(func.count())
+            .select_from(InboundMessage)
+            .where(
+                InboundMessage.municipality == ctx.muni.code,
+                InboundMessage.from_phone == phone,
+                InboundMessage.received_at > ctx.now - timedelta(minutes=1),
+            )
+        )
+        or 0
+    )
+    kind: InboundKind
+    case: Case | None = None
+    reply: str | None = None
+    if intent.kind in (Kind.OPT_OUT, Kind.OPT_IN):
+        out = intent.kind == Kind.OPT_OUT
+        set_opt_out(s, ctx, phone, out, f"keyword:{intent.keyword}"[:32])
+        kind = InboundKind.OPT_OUT if out else InboundKind.OPT_IN
+        # The provider answers its own keywords (and drops ours); we answer the Italian ones.
+        if intent.keyword not in {w.upper() for w in rules.provider_keywords}:
+            reply = render_text(ctx, "sms_optout" if out else "sms_optin", lang)
+        log.info("sms from %s: %s (%s)", mask_phone(phone), kind.value, intent.keyword)
+    elif recent >= rules.flood_per_minute:
+        kind = InboundKind.FLOOD
+        case = latest_open_case(
+            s, ctx.muni.code, phone, ctx.now - timedelta(days=rules.followup_days)
+        )
+        if recent == rules.flood_per_minute:  # one warning, then silence
+            reply = render_text(ctx, "sms_flood", lang)
+        log.warning(
+            "sms flood from %s: %d texts in a minute; stored only", mask_phone(phone), recent + 1
+        )
+    elif intent.kind == Kind.HELP:
+        kind, reply = InboundKind.HELP, render_text(ctx, "sms_help", lang)
+    elif intent.kind == Kind.STATUS:
+        kind = InboundKind.STATUS
+        reply, case = _status_reply(s, ctx, phone, intent.text, lang)
+    else:
+        window = ctx.now - timedelta(days=rules.followup_days)
+        open_case = (
+            None if intent.kind == Kind.NEW else latest_open_case(s, ctx.muni.code, phone, window)
+        )
+        if open_case is not None:
+            kind, case = InboundKind.FOLLOWUP, open_case
+            add_citizen_message(s, ctx, open_case, intent.text, attachments)
+            reply = render(ctx, "sms_followup", open_case)
+        else:
+            kind = InboundKind.NEW_CASE
+            case = register_case(
+                s,
+                ctx,
+                channel="sms",
+                text=intent.text,
+                phone=phone,
+                language=lang,
+                attachments=attachments,
+                confirm_by_sms=False,
+            )
+            reply = render(ctx, "registered", case)
+            log.info("sms from %s registered as %s", mask_phone(phone), case.protocol)
+    if opted_out and intent.kind != Kind.OPT_IN:
+        reply = None  # an opted-out citizen gets no text of any kind
+    s.add(
+        InboundMessage(
+            municipality=ctx.muni.code,
+            provider_sid=msg.sid,
+            from_phone=phone,
+            to_phone=msg.to,
+            body=msg.body,
+            num_media=len(msg.media),
+            received_at=ctx.now,
+            kind=kind.value,
+            case_id=case.id if case else None,
+            language=lang,
+            reply=reply or "",
+        )
+    )
+    return Outcome(kind, reply, case)

@@ -1,0 +1,335 @@
+"""Sending the outbox exactly once, and following each text's delivery.
+
+A row is claimed with one conditional UPDATE (pending/retry -> claimed, with a fresh claim
+token), so no two workers ever hold it. The provider's id is recorded against that token.
+The one window that remains, a crash after the provider accepted the text and before the id
+was recorded, is closed twice over: the status callback carries our row id and records the
+provider's id, and the sweeper asks the provider for the message before it re-queues a stale
+claim. Nothing is sent again unless the provider has no record of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from cases.config import Config
+from cases.db import transaction
+from cases.models import OutboxMessage, OutboxStatus, Role
+from cases.notify import Ctx, notify_staff, staff_of
+from cases.phone import mask_phone
+from sms.gsm import segments
+from sms.inbound import is_opted_out, set_opt_out
+from sms.provider import SendError, SmsProvider
+from sms.ratelimit import Limiter
+
+log = logging.getLogger(__name__)
+
+CLAIM_TIMEOUT = timedelta(minutes=2)
+REQUEUE_AFTER = timedelta(seconds=60)
+MAX_ATTEMPTS = 6
+MAX_RATE_WAIT = 5.0  # seconds a worker may sleep for a rate slot before handing the row back
+
+# Delivery statuses only move forward; callbacks may arrive out of order.
+_RANK = {
+    "accepted": 0,
+    "scheduled": 0,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "receiving": 3,
+    "received": 4,
+    "delivered": 5,
+    "undelivered": 5,
+    "failed": 5,
+    "read": 6,
+    "canceled": 5,
+}
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(15 * 2 ** max(attempts - 1, 0), 1800))
+
+
+@dataclass
+class Sender:
+    """Everything a send needs; built once per worker process."""
+
+    sessions: sessionmaker[Session]
+    config: Config
+    provider: SmsProvider
+    limiter: Limiter
+    callback_base: str | None
+    clock: Callable[[], datetime]
+    sleep: Callable[[float], None] = time.sleep
+
+    def claim(self, ids: Iterable[int]) -> tuple[str, list[OutboxMessage]]:
+        token = secrets.token_hex(16)
+        now = self.clock()
+        wanted = list(ids)
+        if not wanted:
+            return token, []
+        with transaction(self.sessions) as s:
+            s.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id.in_(wanted),
+                    OutboxMessage.status.in_(
+                        [OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]
+                    ),
+                    OutboxMessage.not_before <= now,
+                )
+                .values(
+                    status=OutboxStatus.CLAIMED.value,
+                    claim_token=token,
+                    claimed_at=now,
+                    attempts=OutboxMessage.attempts + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            rows = list(s.scalars(select(OutboxMessage).where(OutboxMessage.claim_token == token)))
+        return token, rows
+
+    def send_ids(self, ids: Iterable[int]) -> dict[str, int]:
+        """Claim and send these rows; returns a count per outcome."""
+        token, rows = self.claim(ids)
+        counts: dict[str, int] = {}
+        for row in rows:
+            outcome = self._send_one(row, token)
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    def _finish(self, row_id: int, token: str, **values: object) -> bool:
+        with transaction(self.sessions) as s:
+            res = s.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == row_id, OutboxMessage.claim_token == token)
+                .values(claim_token=None, **values)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def _send_one(self, row: OutboxMessage, token: str) -> str:
+        muni = self.config.get(row.municipality)
+        with self.sessions() as s:
+            opted_out = is_opted_out(s, row.municipality, row.phone)
+        if opted_out:
+            self._finish(row.id, token, status=OutboxStatus.SUPPRESSED.value, error="opted out")
+            return "suppressed"
+        sender = muni.sms.numbers[0]
+        wait = self.limiter.reserve(
+            sender, segments(row.body), muni.sms.rate_per_second, MAX_RATE_WAIT
+        )
+        if wait < 0:  # the sender is booked further ahead than we want to sleep: hand it back
+            self._finish(
+                row.id,
+                token,
+                status=OutboxStatus.PENDING.value,
+                attempts=row.attempts - 1,
+                enqueued_at=None,
+                not_before=self.clock() + timedelta(seconds=-wait),
+            )
+            return "deferred"
+        if wait > 0:
+            self.sleep(wait)
+        callback = (
+            f"{self.callback_base.rstrip('/')}/sms/status?o={row.id}"
+            if self.callback_base
+            else None
+        )
+        try:
+            sent = self.provider.send(row.phone, sender, row.body, callback)
+        except SendError as exc:
+            return self._failed(row, token, exc)
+        self._finish(
+            row.id,
+            token,
+            status=OutboxStatus.SENT.value,
+            provider_sid=sent.sid,
+            sent_at=self.clock(),
+            delivery_status=sent.status,
+            error=None,
+            error_code=None,
+        )
+        log.info(
+            "outbox %d: sent to %s as %s (case %s)",
+            row.id,
+            mask_phone(row.phone),
+            sent.sid,
+            row.case_id,
+        )
+        return "sent"
+
+    def _failed(self, row: OutboxMessage, token: str, exc: SendError) -> str:
+        code = str(exc.code) if exc.code is not None else None
+        now = self.clock()
+        if exc.opted_out:
+            with transaction(self.sessions) as s:
+                muni = self.config.get(row.municipality)
+                set_opt_out(s, Ctx(muni, now), row.phone, True, "provider:21610")
+            self._finish(
+                row.id,
+                token,
+                status=OutboxStatus.SUPPRESSED.value,
+                error_code=code,
+                error="recipient opted out at the provider",
+            )
+            log.info(
+                "outbox %d: %s opted out at the provider (21610)", row.id, mask_phone(row.phone)
+            )
+            return "suppressed"
+        if exc.retryable and row.attempts < MAX_ATTEMPTS:
+            delay = timedelta(seconds=exc.retry_after) if exc.retry_after else backoff(row.attempts)
+            self._finish(
+                row.id,
+                token,
+                status=OutboxStatus.RETRY.value,
+                error_code=code,
+                error=str(exc)[:500],
+                not_before=now + delay,
+                enqueued_at=None,
+            )
+            log.warning(
+                "outbox %d: will retry in %ss (attempt %d): %s",
+                row.id,
+                int(delay.total_seconds()),
+                row.attempts,
+                exc,
+            )
+            return "retry"
+        self._finish(
+            row.id, token, status=OutboxStatus.FAILED.value, error_code=code, error=str(exc)[:500]
+        )
+        with transaction(self.sessions) as s:
+            muni = self.config.get(row.municipality)
+            ctx = Ctx(muni, now)
+            notify_staff(
+                s,
+                ctx,
+                staff_of(s, muni.code, roles=(Role.URP,)),
+                "sms_failed",
+                None,
+                f"SMS {row.id} non consegnabile a {mask_phone(row.phone)}: {exc}",
+                {"outbox_id": row.id, "case_id": row.case_id, "code": code},
+            )
+        log.error("outbox %d: failed for good (code %s): %s", row.id, code, exc)
+        return "failed"
+
+    # ------------------------------------------------------------------ sweeper
+
+    def sweep(self, limit: int = 1000) -> list[int]:
+        """Reconcile stale claims and return the due rows that need (re)queueing."""
+        now = self.clock()
+        with self.sessions() as s:
+            stale = list(
+                s.scalars(
+                    select(OutboxMessage)
+                    .where(
+                        OutboxMessage.status == OutboxStatus.CLAIMED.value,
+                        OutboxMessage.claimed_at < now - CLAIM_TIMEOUT,
+                    )
+                    .limit(limit)
+                )
+            )
+        for row in stale:
+            self._reconcile(row)
+        with transaction(self.sessions) as s:
+            ids = list(
+                s.scalars(
+                    select(OutboxMessage.id)
+                    .where(
+                        OutboxMessage.status.in_(
+                            [OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]
+                        ),
+                        OutboxMessage.not_before <= now,
+                        or_(
+                            OutboxMessage.enqueued_at.is_(None),
+                            OutboxMessage.enqueued_at < now - REQUEUE_AFTER,
+                        ),
+                    )
+                    .order_by(OutboxMessage.id)
+                    .limit(limit)
+                )
+            )
+            if ids:
+                s.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id.in_(ids))
+                    .values(enqueued_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return ids
+
+    def _reconcile(self, row: OutboxMessage) -> None:
+        """A claim whose worker vanished: did the provider take the text before it died?"""
+        muni = self.config.get(row.municipality)
+        try:
+            sid = self.provider.find_sent(
+                row.phone, muni.sms.numbers[0], row.body, row.claimed_at or self.clock()
+            )
+        except SendError as exc:
+            log.warning("outbox %d: cannot reconcile yet: %s", row.id, exc)
+            return
+        token = row.claim_token or ""
+        if sid:
+            done = self._finish(
+                row.id,
+                token,
+                status=OutboxStatus.SENT.value,
+                provider_sid=sid,
+                sent_at=self.clock(),
+                delivery_status="queued",
+            )
+            log.warning(
+                "outbox %d: worker died after the provider accepted it (%s): recorded, not resent",
+                row.id,
+                sid,
+            )
+        else:
+            done = self._finish(row.id, token, status=OutboxStatus.PENDING.value, enqueued_at=None)
+            log.warning("outbox %d: worker died before sending: re-queued", row.id)
+        if not done:
+            log.info("outbox %d: reconciled by someone else meanwhile", row.id)
+
+
+def record_delivery(
+    s: Session,
+    sid: str,
+    status: str,
+    error_code: str | None,
+    now: datetime,
+    outbox_id: int | None = None,
+) -> OutboxMessage | None:
+    """Apply a status callback: forward only; records the id of a send whose worker died."""
+    row = s.scalar(select(OutboxMessage).where(OutboxMessage.provider_sid == sid))
+    if row is None and outbox_id is not None:
+        cand = s.get(OutboxMessage, outbox_id)
+        if (
+            cand is not None
+            and cand.provider_sid is None
+            and cand.status == OutboxStatus.CLAIMED.value
+        ):
+            row = cand
+            row.provider_sid, row.status, row.sent_at, row.claim_token = (
+                sid,
+                OutboxStatus.SENT.value,
+                now,
+                None,
+            )
+            log.warning("outbox %d: provider id %s learnt from its status callback", row.id, sid)
+    if row is None:
+        return None
+    status = status.lower()
+    if _RANK.get(status, -1) > _RANK.get(row.delivery_status or "", -1):
+        row.delivery_status = status
+        row.delivery_updated_at = now
+        if error_code:
+            row.error_code = error_code
+    return row

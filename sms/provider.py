@@ -1,0 +1,203 @@
+"""The one adapter that talks to the SMS provider. Everything else uses the SmsProvider port.
+
+TwilioProvider wraps the official REST client (pointed elsewhere with TWILIO_API_BASE_URL);
+SandboxProvider is used when no account is configured: nothing leaves the machine, the
+outbox row itself is the sandbox record that staff and the CLI see.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import requests
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from cases.phone import mask_phone
+
+log = logging.getLogger(__name__)
+
+PERMANENT_OPT_OUT = 21610
+RETRYABLE_HTTP = {429} | set(range(500, 600))
+
+
+@dataclass(frozen=True)
+class Sent:
+    sid: str
+    status: str
+
+
+class SendError(Exception):
+    """The provider refused or could not be reached; `retryable` says whether to try again."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None,
+        http_status: int | None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.http_status is None or self.http_status in RETRYABLE_HTTP
+
+    @property
+    def opted_out(self) -> bool:
+        return self.code == PERMANENT_OPT_OUT
+
+
+class SmsProvider(Protocol):
+    sandbox: bool
+
+    def send(self, to: str, from_: str, body: str, status_callback: str | None) -> Sent: ...
+
+    def find_sent(self, to: str, from_: str, body: str, since: datetime) -> str | None:
+        """The id of a message already accepted for (to, body) since `since`, if any."""
+        ...
+
+    def fetch_media(self, url: str, max_bytes: int) -> tuple[bytes, str]: ...
+
+
+class _RecordingHttpClient(TwilioHttpClient):
+    """Keeps the last response per thread, so a 429's Retry-After header can be read."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(pool_connections=True, timeout=timeout)
+        self._local = threading.local()
+
+    def request(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().request(*args, **kwargs)
+        self._local.last = response
+        return response
+
+    @property
+    def last(self) -> Response | None:
+        return getattr(self._local, "last", None)
+
+
+class TwilioProvider:
+    sandbox = False
+
+    def __init__(
+        self, account_sid: str, auth_token: str, base_url: str | None = None, timeout: float = 10.0
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self._http = _RecordingHttpClient(timeout)
+        self.client = Client(account_sid, auth_token, http_client=self._http)
+        if base_url:
+            self.client.api.base_url = base_url.rstrip("/")
+        self._media = requests.Session()
+        self._media.auth = (account_sid, auth_token)
+
+    def _retry_after(self) -> float | None:
+        last = self._http.last
+        headers = getattr(last, "headers", None) or {}
+        value = headers.get("Retry-After") if hasattr(headers, "get") else None
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def send(self, to: str, from_: str, body: str, status_callback: str | None) -> Sent:
+        kwargs: dict[str, Any] = {"to": to, "body": body}
+        if from_.startswith("MG"):
+            kwargs["messaging_service_sid"] = from_
+        else:
+            kwargs["from_"] = from_
+        if status_callback:
+            kwargs["status_callback"] = status_callback
+        try:
+            msg = self.client.messages.create(**kwargs)
+        except TwilioRestException as exc:
+            raise SendError(
+                str(exc.msg),
+                code=exc.code,
+                http_status=exc.status,
+                retry_after=self._retry_after() if exc.status == 429 else None,
+            ) from None
+        except TwilioException as exc:  # since 9.10 some bodies raise other subclasses
+            status = getattr(exc, "status", None)
+            raise SendError(
+                str(exc),
+                code=getattr(exc, "code", None),
+                http_status=status,
+                retry_after=self._retry_after() if status == 429 else None,
+            ) from None
+        except requests.RequestException as exc:
+            raise SendError(
+                f"provider unreachable: {exc.__class__.__name__}", code=None, http_status=None
+            ) from None
+        return Sent(sid=str(msg.sid), status=str(msg.status or "queued"))
+
+    def find_sent(self, to: str, from_: str, body: str, since: datetime) -> str | None:
+        try:
+            recent = self.client.messages.list(to=to, limit=50)
+        except (TwilioException, requests.RequestException) as exc:
+            raise SendError(
+                f"cannot list sent messages: {exc}", code=None, http_status=None
+            ) from None
+        for m in recent:
+            created = m.date_created
+            if m.body == body and (created is None or created >= since - timedelta(minutes=1)):
+                return str(m.sid)
+        return None
+
+    def fetch_media(self, url: str, max_bytes: int) -> tuple[bytes, str]:
+        with self._media.get(url, stream=True, timeout=30, allow_redirects=True) as r:
+            if r.status_code != 200:
+                raise SendError(
+                    f"media download failed: HTTP {r.status_code}",
+                    code=None,
+                    http_status=r.status_code,
+                )
+            ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            data = b""
+            for chunk in r.iter_content(65536):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise SendError(
+                        f"media larger than {max_bytes} bytes", code=None, http_status=413
+                    )
+            return data, ctype
+
+
+class SandboxProvider:
+    """No provider account: texts are 'accepted' locally and logged, never sent anywhere."""
+
+    sandbox = True
+
+    def send(self, to: str, from_: str, body: str, status_callback: str | None) -> Sent:
+        sid = "SB" + secrets.token_hex(16)
+        log.info("sandbox outbox: text to %s accepted as %s: %s", mask_phone(to), sid, body)
+        return Sent(sid=sid, status="sandbox")
+
+    def find_sent(self, to: str, from_: str, body: str, since: datetime) -> str | None:
+        return None
+
+    def fetch_media(self, url: str, max_bytes: int) -> tuple[bytes, str]:
+        with requests.get(url, timeout=30) as r:
+            r.raise_for_status()
+            if len(r.content) > max_bytes:
+                raise SendError(f"media larger than {max_bytes} bytes", code=None, http_status=413)
+            return r.content, r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def provider_from_config(config: dict[str, Any]) -> SmsProvider:
+    sid, token = config.get("TWILIO_ACCOUNT_SID"), config.get("TWILIO_AUTH_TOKEN")
+    if sid and token:
+        return TwilioProvider(sid, token, config.get("TWILIO_API_BASE_URL"))
+    return SandboxProvider()

@@ -1,0 +1,112 @@
+"""Provider webhooks for texts: POST /sms/inbound and POST /sms/status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, request
+from sqlalchemy.exc import IntegrityError
+from twilio.twiml.messaging_response import MessagingResponse
+
+from cases.clock import utcnow
+from cases.errors import Invalid
+from cases.phone import mask_phone
+from lineadiretta.dispatch import after_commit
+from lineadiretta.web import ctx_for, db
+from lineadiretta.webhooks import municipality_for_called, signed, twiml
+from sms.inbound import Inbound, handle_inbound
+from sms.outbound import record_delivery
+
+log = logging.getLogger(__name__)
+bp = Blueprint("sms", __name__, url_prefix="/sms")
+
+
+def _reply(text: str | None) -> Any:
+    resp = MessagingResponse()
+    if text:
+        resp.message(text)
+    return twiml(str(resp))
+
+
+def _bad(status: int, message: str) -> Any:
+    log.warning("sms %s -> %d: %s", request.path, status, message)
+    return twiml(
+        f'<?xml version="1.0" encoding="UTF-8"?><Response><!-- {message} --></Response>', status
+    )
+
+
+def _media() -> list[tuple[str, str]]:
+    raw = request.form.get("NumMedia", "0") or "0"
+    try:
+        n = int(raw)
+    except ValueError:
+        raise Invalid(f"NumMedia is not a number: {raw[:10]!r}") from None
+    if not 0 <= n <= 10:
+        raise Invalid("NumMedia must be between 0 and 10")
+    out = []
+    for i in range(n):
+        url = request.form.get(f"MediaUrl{i}", "")
+        if not url.startswith(("https://", "http://")):
+            raise Invalid(f"MediaUrl{i} is missing or not a URL")
+        out.append((url, request.form.get(f"MediaContentType{i}", "")))
+    return out
+
+
+@bp.post("/inbound")
+@signed
+def inbound() -> Any:
+    f = request.form
+    sid = f.get("MessageSid") or f.get("SmsMessageSid") or f.get("SmsSid") or ""
+    if not sid or not f.get("From") or not f.get("To"):
+        return _bad(400, "MessageSid, From and To are required")
+    if len(f.get("Body", "")) > 1600:
+        return _bad(400, "Body is longer than 1600 characters")
+    muni = municipality_for_called(f.get("To"))
+    if muni is None:
+        return _bad(404, f"{mask_phone(f.get('To'))} is not the number of any municipality here")
+    try:
+        msg = Inbound(
+            sid=sid[:64],
+            from_=f["From"],
+            to=f["To"],
+            body=f.get("Body", ""),
+            media=_media(),
+            opt_out_type=f.get("OptOutType", ""),
+        )
+    except Invalid as exc:
+        return _bad(400, str(exc))
+    s = db()
+    try:
+        outcome = handle_inbound(s, ctx_for(muni), msg)
+        after_commit(s)
+    except Invalid as exc:
+        s.rollback()
+        return _bad(400, str(exc))
+    except IntegrityError:
+        # The same MessageSid raced in on another worker: its answer stands, nothing doubles.
+        s.rollback()
+        outcome = handle_inbound(s, ctx_for(muni), msg)
+        if not outcome.replayed:
+            raise
+    if outcome.replayed:
+        log.info("sms %s replayed by the provider: same answer, nothing new", sid)
+    return _reply(outcome.reply)
+
+
+@bp.post("/status")
+@signed
+def status() -> Any:
+    f = request.form
+    sid = f.get("MessageSid") or f.get("SmsSid") or ""
+    state = f.get("MessageStatus") or f.get("SmsStatus") or ""
+    if not sid or not state:
+        return _bad(400, "MessageSid and MessageStatus are required")
+    oid_raw = request.args.get("o")
+    oid = int(oid_raw) if oid_raw and oid_raw.isdigit() else None
+    s = db()
+    row = record_delivery(s, sid, state, f.get("ErrorCode") or None, utcnow(), oid)
+    s.commit()
+    if row is None:
+        log.info("sms status for unknown message %s (%s): ignored", sid, state)
+    return twiml("<Response/>")

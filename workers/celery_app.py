@@ -20,7 +20,7 @@ def broker_settings(app: Flask) -> dict[str, Any]:
     if redis_url:
         return {"broker_url": redis_url}
     folder = os.path.join(app.instance_path, "broker")
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         os.makedirs(os.path.join(folder, sub), exist_ok=True)
     return {
         "broker_url": "filesystem://",
@@ -28,6 +28,7 @@ def broker_settings(app: Flask) -> dict[str, Any]:
             "data_folder_in": os.path.join(folder, "queue"),
             "data_folder_out": os.path.join(folder, "queue"),
             "processed_folder": os.path.join(folder, "processed"),
+            "control_folder": os.path.join(folder, "control"),
             "store_processed": False,
         },
     }

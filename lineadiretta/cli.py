@@ -277,5 +277,91 @@ def register(day: str, fmt: str, municipality: str | None) -> None:
     click.echo(buf.getvalue(), nl=False)
 
 
+@main.group()
+def simulate() -> None:
+    """Play the provider against a running service (signed requests)."""
+
+
+def _webhook_token() -> str:
+    token = os.environ.get("TWILIO_AUTH_TOKEN")
+    if token:
+        return token
+    path = _instance() / "sandbox_auth_token"
+    if not path.exists():
+        raise click.ClickException(
+            "no TWILIO_AUTH_TOKEN and no instance/sandbox_auth_token: start the service with "
+            "`lineadiretta run` first (or export TWILIO_AUTH_TOKEN)"
+        )
+    return path.read_text().strip()
+
+
+def signed_webhook(base: str, path: str, form: dict[str, str]) -> tuple[int, str]:
+    """POST a form to the service as the provider would, signed with the account token."""
+    import requests
+    from twilio.request_validator import RequestValidator
+
+    public = os.environ.get("PUBLIC_BASE_URL") or base
+    sig = RequestValidator(_webhook_token()).compute_signature(public.rstrip("/") + path, form)
+    try:
+        r = requests.post(
+            base.rstrip("/") + path, data=form, headers={"X-Twilio-Signature": sig}, timeout=20
+        )
+    except requests.RequestException as exc:
+        raise click.ClickException(f"the service at {base} did not answer: {exc}") from None
+    return r.status_code, r.text
+
+
+@simulate.command("sms")
+@click.option("--from", "from_", required=True, help="The citizen's number.")
+@click.option(
+    "--to", default=None, help="The municipality's SMS number (default: the first configured)."
+)
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True)
+@click.option("--media", multiple=True, help="A media URL to attach (MMS); repeatable.")
+@click.argument("text", nargs=-1)
+def simulate_sms(
+    from_: str, to: str | None, url: str, media: tuple[str, ...], text: tuple[str, ...]
+) -> None:
+    """Send a signed inbound text to the running service and print its reply."""
+    import re
+    from html import unescape
+
+    if to is None:
+        from cases.config import load_config
+
+        cfg = load_config(os.environ.get("LINEADIRETTA_CONFIG", "config.toml"))
+        to = cfg.municipality[0].sms.numbers[0]
+    form = {"MessageSid": "SM" + secrets.token_hex(16), "AccountSid": "AC" + "0" * 32,
+            "From": from_, "To": to, "Body": " ".join(text), "NumMedia": str(len(media))}  # fmt: skip
+    for i, m in enumerate(media):
+        form[f"MediaUrl{i}"] = m
+        form[f"MediaContentType{i}"] = "image/jpeg"
+    status, body = signed_webhook(url, "/sms/inbound", form)
+    if status != 200:
+        raise click.ClickException(f"HTTP {status}: {body.strip()[:300]}")
+    messages = [unescape(m) for m in re.findall(r"<Message>(.*?)</Message>", body, re.S)]
+    click.echo("\n".join(messages) if messages else "(no reply)")
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True, type=int)
+def outbox(limit: int) -> None:
+    """Show the latest outbound texts (in sandbox mode: what would have been sent)."""
+    os.environ.setdefault("SECRET_KEY", "cli")
+    app = _app()
+    from sqlalchemy import select
+
+    from cases.models import OutboxMessage
+    from lineadiretta.app import runtime
+
+    with runtime(app).sessions() as s:
+        rows = s.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)).all()
+    for r in reversed(rows):
+        state = r.delivery_status or r.status
+        click.echo(
+            f"{r.created_at:%Y-%m-%d %H:%M} #{r.id} {r.status:<10} {state:<10} to {r.phone}: {r.body}"
+        )
+
+
 if __name__ == "__main__":
     main()

@@ -213,6 +213,14 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
         assert status == 201 and case["protocol"].endswith("/0000001"), case
         status, _ = _api(base, "POST", "/api/v1/cases", "wrong", {"text": "x"})
         assert status == 401
+        # a citizen texts, through the simulator, signed with the local sandbox token
+        sim_env = dict(env, INSTANCE_PATH=str(workdir / "instance"))
+        sim = subprocess.run(
+            [sys.executable, "-m", "lineadiretta.cli", "simulate", "sms", "--from", "+393351112222",
+             "--url", base, "lampione", "spento", "in", "via", "Roma"],
+            env=sim_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert sim.returncode == 0 and "/0000002" in sim.stdout, sim.stderr + sim.stdout
         # the worker is a separate process consuming the embedded broker: the catch-up task
         # that `run` queues at start is executed there
         deadline = time.monotonic() + 60
@@ -223,6 +231,22 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
             time.sleep(0.5)
         else:
             pytest.fail("the embedded worker did not run the task:\n" + out[-3000:])
+        # the counter case's confirmation went through the worker to the sandbox outbox
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            shown = subprocess.run(
+                [sys.executable, "-m", "lineadiretta.cli", "outbox"],
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+            if "sent" in shown and "+393337654321" in shown:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sandbox outbox never showed the confirmation as sent:\n" + shown)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -51,6 +51,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         TWILIO_ACCOUNT_SID=os.environ.get("TWILIO_ACCOUNT_SID") or None,
         TWILIO_AUTH_TOKEN=os.environ.get("TWILIO_AUTH_TOKEN") or None,
         TWILIO_API_BASE_URL=os.environ.get("TWILIO_API_BASE_URL") or None,
+        # how long a claimed text may stay unrecorded before the sweeper reconciles it
+        SMS_CLAIM_TIMEOUT_SECONDS=int(os.environ.get("SMS_CLAIM_TIMEOUT_SECONDS", "120")),
+        SMS_REQUEUE_SECONDS=int(os.environ.get("SMS_REQUEUE_SECONDS", "60")),
+        SWEEP_EVERY_SECONDS=float(os.environ.get("SWEEP_EVERY_SECONDS", "10")),
         LD_CONFIG=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         JSON_SORT_KEYS=False,

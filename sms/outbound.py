@@ -69,6 +69,8 @@ class Sender:
     callback_base: str | None
     clock: Callable[[], datetime]
     sleep: Callable[[float], None] = time.sleep
+    claim_timeout: timedelta = CLAIM_TIMEOUT
+    requeue_after: timedelta = REQUEUE_AFTER
 
     def claim(self, ids: Iterable[int]) -> tuple[str, list[OutboxMessage]]:
         token = secrets.token_hex(16)
@@ -233,7 +235,7 @@ class Sender:
                     select(OutboxMessage)
                     .where(
                         OutboxMessage.status == OutboxStatus.CLAIMED.value,
-                        OutboxMessage.claimed_at < now - CLAIM_TIMEOUT,
+                        OutboxMessage.claimed_at < now - self.claim_timeout,
                     )
                     .limit(limit)
                 )
@@ -251,7 +253,7 @@ class Sender:
                         OutboxMessage.not_before <= now,
                         or_(
                             OutboxMessage.enqueued_at.is_(None),
-                            OutboxMessage.enqueued_at < now - REQUEUE_AFTER,
+                            OutboxMessage.enqueued_at < now - self.requeue_after,
                         ),
                     )
                     .order_by(OutboxMessage.id)

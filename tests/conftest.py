@@ -26,9 +26,17 @@ IN_CI = os.environ.get("CI") == "true"
 TWILIO_TOKEN = "test-auth-token"
 PUBLIC = "https://comune.example.it"
 TABLES = (
-    "staff_notifications", "outbox", "attachments", "case_events", "cases", "users",
-    "protocol_counters", "job_locks", "inbound_messages", "opt_outs",
-)  # fmt: skip
+    "staff_notifications",
+    "outbox",
+    "attachments",
+    "case_events",
+    "cases",
+    "users",
+    "protocol_counters",
+    "job_locks",
+    "inbound_messages",
+    "opt_outs",
+)
 
 
 def need(var: str, what: str) -> str:

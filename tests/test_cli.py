@@ -25,8 +25,12 @@ from tests.conftest import ROOT
 def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "lineadiretta.cli", *args],
-        env=env, capture_output=True, text=True, timeout=120, cwd=env.get("PWD_FOR_TEST"),
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=env.get("PWD_FOR_TEST"),
+    )
     if check:
         assert proc.returncode == 0, proc.stderr + proc.stdout
     return proc
@@ -48,9 +52,11 @@ def env(db_url: str, tmp_path: Path) -> dict[str, str]:
 def _api(base: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(
-        base + path, data=data, method=method,
+        base + path,
+        data=data,
+        method=method,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -185,9 +191,13 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
     log = open(tmp_path / "run.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "lineadiretta.cli", "run", "--port", str(port)],
-        cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -216,10 +226,27 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
         # a citizen texts, through the simulator, signed with the local sandbox token
         sim_env = dict(env, INSTANCE_PATH=str(workdir / "instance"))
         sim = subprocess.run(
-            [sys.executable, "-m", "lineadiretta.cli", "simulate", "sms", "--from", "+393351112222",
-             "--url", base, "lampione", "spento", "in", "via", "Roma"],
-            env=sim_env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "lineadiretta.cli",
+                "simulate",
+                "sms",
+                "--from",
+                "+393351112222",
+                "--url",
+                base,
+                "lampione",
+                "spento",
+                "in",
+                "via",
+                "Roma",
+            ],
+            env=sim_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert sim.returncode == 0 and "/0000002" in sim.stdout, sim.stderr + sim.stdout
         # the worker is a separate process consuming the embedded broker: the catch-up task
         # that `run` queues at start is executed there

@@ -195,9 +195,11 @@ def test_messaging_service_send_is_accepted_then_queued(
     fake: FakeProvider, client: Client, receiver: Receiver
 ) -> None:
     msg = client.messages.create(
-        to=CITIZEN, messaging_service_sid="MG" + "1" * 32, body="Ciao",
+        to=CITIZEN,
+        messaging_service_sid="MG" + "1" * 32,
+        body="Ciao",
         status_callback=f"{receiver.base_url}/status",
-    )  # fmt: skip
+    )
     assert (msg.status, msg.from_, msg.messaging_service_sid) == ("accepted", None, "MG" + "1" * 32)
     fake.wait_for_callbacks(3)
     assert receiver.statuses(msg.sid) == ["queued", "sent", "delivered"]
@@ -366,9 +368,15 @@ def test_callbacks_signed_in_order(fake: FakeProvider, client: Client, receiver:
     assert all(c["valid"] for c in receiver.calls)
     sent, delivered = (c["params"] for c in receiver.calls)
     assert sent == {
-        "ApiVersion": "2010-04-01", "AccountSid": SID, "MessageSid": msg.sid, "SmsSid": msg.sid,
-        "MessageStatus": "sent", "SmsStatus": "sent", "To": CITIZEN, "From": COMUNE,
-    }  # fmt: skip
+        "ApiVersion": "2010-04-01",
+        "AccountSid": SID,
+        "MessageSid": msg.sid,
+        "SmsSid": msg.sid,
+        "MessageStatus": "sent",
+        "SmsStatus": "sent",
+        "To": CITIZEN,
+        "From": COMUNE,
+    }
     assert "ErrorCode" not in delivered and "RawDlrDoneDate" in delivered  # extra field
     assert receiver.calls[0]["path"] == "/sms/status?municipality=x"
     final = client.messages(msg.sid).fetch()

@@ -25,11 +25,19 @@ def text(
     client: FlaskClient, muni: Municipality, body: str, frm: str = CITIZEN, **extra: str
 ) -> Any:
     form = {
-        "MessageSid": f"SM{next(_sid):032x}", "AccountSid": "AC" + "1" * 32,
-        "MessagingServiceSid": "", "From": frm, "To": muni.sms.numbers[0], "Body": body,
-        "NumMedia": "0", "NumSegments": "1", "FromCountry": "IT", "FromCity": "",
-        "SmsStatus": "received", "ApiVersion": "2010-04-01",
-    }  # fmt: skip
+        "MessageSid": f"SM{next(_sid):032x}",
+        "AccountSid": "AC" + "1" * 32,
+        "MessagingServiceSid": "",
+        "From": frm,
+        "To": muni.sms.numbers[0],
+        "Body": body,
+        "NumMedia": "0",
+        "NumSegments": "1",
+        "FromCountry": "IT",
+        "FromCity": "",
+        "SmsStatus": "received",
+        "ApiVersion": "2010-04-01",
+    }
     form.update(extra)
     return signed_post(client, "/sms/inbound", form)
 
@@ -63,8 +71,13 @@ def test_a_text_becomes_a_case_and_the_reply_carries_its_number(
 def test_the_same_message_sid_ten_times_is_one_case_with_the_same_reply(
     app: Flask, client: FlaskClient, muni: Municipality
 ) -> None:
-    form = {"MessageSid": "SM" + "a" * 32, "From": CITIZEN, "To": muni.sms.numbers[0],
-            "Body": "lampione spento in piazza Garibaldi", "NumMedia": "0"}  # fmt: skip
+    form = {
+        "MessageSid": "SM" + "a" * 32,
+        "From": CITIZEN,
+        "To": muni.sms.numbers[0],
+        "Body": "lampione spento in piazza Garibaldi",
+        "NumMedia": "0",
+    }
     replies = {reply_of(signed_post(client, "/sms/inbound", form)) for _ in range(10)}
     assert len(replies) == 1 and "/0000001" in replies.pop()
     assert len(cases(app)) == 1 and count(app, InboundMessage) == 1
@@ -168,19 +181,22 @@ def test_follow_up_joins_the_open_case_and_nuova_opens_a_new_one(
 def test_mms_photos_become_attachments_and_a_photo_alone_is_a_case(
     app: Flask, client: FlaskClient, muni: Municipality
 ) -> None:
-    media = {"NumMedia": "2",
-             "MediaUrl0": "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
-             "MediaContentType0": "image/jpeg",
-             "MediaUrl1": "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME2",
-             "MediaContentType1": "image/png"}  # fmt: skip
+    media = {
+        "NumMedia": "2",
+        "MediaUrl0": "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+        "MediaContentType0": "image/jpeg",
+        "MediaUrl1": "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME2",
+        "MediaContentType1": "image/png",
+    }
     r = reply_of(text(client, muni, "", **media))
     [case] = cases(app)
     assert case.protocol in r and case.original_text == ""
     with runtime(app).sessions() as s:
         atts = s.scalars(select(Attachment).where(Attachment.case_id == case.id)).all()
         assert [(a.kind, a.content_type, a.state) for a in atts] == [
-            ("photo", "image/jpeg", "pending"), ("photo", "image/png", "pending"),
-        ]  # fmt: skip
+            ("photo", "image/jpeg", "pending"),
+            ("photo", "image/png", "pending"),
+        ]
 
 
 def test_stop_in_english_and_italian(app: Flask, client: FlaskClient, muni: Municipality) -> None:

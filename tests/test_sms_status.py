@@ -18,9 +18,15 @@ NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 
 def _row(app: Flask, **values: object) -> int:
     base: dict[str, object] = dict(
-        municipality="monteverde", phone="+393331234567", template="closed", language="it",
-        body="Comune: chiuso", status=OutboxStatus.SENT.value, created_at=NOW, not_before=NOW,
-    )  # fmt: skip
+        municipality="monteverde",
+        phone="+393331234567",
+        template="closed",
+        language="it",
+        body="Comune: chiuso",
+        status=OutboxStatus.SENT.value,
+        created_at=NOW,
+        not_before=NOW,
+    )
     base.update(values)
     with transaction(runtime(app).sessions) as s:
         row = OutboxMessage(**base)
@@ -39,9 +45,17 @@ def _get(app: Flask, rid: int) -> OutboxMessage:
 def _callback(
     client: FlaskClient, sid: str, status: str, path: str = "/sms/status", **extra: str
 ) -> int:
-    form = {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC1", "MessageStatus": status,
-            "SmsStatus": status, "To": "+393331234567", "From": "+393475550123",
-            "ApiVersion": "2010-04-01", **extra}  # fmt: skip
+    form = {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "AccountSid": "AC1",
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "To": "+393331234567",
+        "From": "+393475550123",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
     return int(signed_post(client, path, form).status_code)
 
 

@@ -84,9 +84,13 @@ class World:
     def new_case(self, text: str = "segnalazione generica senza parole chiave") -> int:
         with transaction(self.sessions) as s:
             return register_case(
-                s, self.ctx(), channel="counter", phone="+393331234567", text=text,
+                s,
+                self.ctx(),
+                channel="counter",
+                phone="+393331234567",
+                text=text,
                 actor=self.user(s, "urp"),
-            ).id  # fmt: skip
+            ).id
 
     def do(self, case_id: int, who: str, action: str, body: dict | None = None) -> Case:  # type: ignore[type-arg]
         with transaction(self.sessions) as s:
@@ -102,17 +106,20 @@ class World:
             "assigned": [("urp", "assign", {"office": self.office})],
             "in_progress": [("urp", "assign", {"office": self.office}), ("operator", "take", {})],
             "resolved": [
-                ("urp", "assign", {"office": self.office}), ("operator", "take", {}),
+                ("urp", "assign", {"office": self.office}),
+                ("operator", "take", {}),
                 ("operator", "resolve", {"note": "fatto"}),
             ],
             "closed": [
-                ("urp", "assign", {"office": self.office}), ("operator", "take", {}),
-                ("operator", "resolve", {}), ("urp", "close", {"reply": "Risolto, grazie."}),
+                ("urp", "assign", {"office": self.office}),
+                ("operator", "take", {}),
+                ("operator", "resolve", {}),
+                ("urp", "close", {"reply": "Risolto, grazie."}),
             ],
             "duplicate": [("urp", "duplicate", {"of": self.protocol(self.new_case())})],
             "not_competent": [("urp", "not_competent", {"reply": "Competente la Provincia."})],
             "annulled": [("supervisor", "annul", {"reason": "errore di registrazione"})],
-        }  # fmt: skip
+        }
         for who, action, body in path[status]:
             self.do(cid, who, action, body)
         return cid
@@ -179,11 +186,20 @@ def test_full_life_with_history_and_citizen_texts(world: World) -> None:
     case = world.get(cid)
     assert case.status == Status.CLOSED and case.closed_at == T0
     assert [e.action for e in case.events] == [
-        "register", "assign", "dispatch", "take", "note", "note", "resolve", "close",
-    ]  # fmt: skip
+        "register",
+        "assign",
+        "dispatch",
+        "take",
+        "note",
+        "note",
+        "resolve",
+        "close",
+    ]
     assert [(e.from_status, e.to_status) for e in case.events][1:4] == [
-        ("received", "assigned"), ("assigned", "assigned"), ("assigned", "in_progress"),
-    ]  # fmt: skip
+        ("received", "assigned"),
+        ("assigned", "assigned"),
+        ("assigned", "in_progress"),
+    ]
     assert case.events[3].actor_label == "Operator (operator)"
     assert [e.public for e in case.events[4:6]] == [False, True]
     with world.sessions() as s:

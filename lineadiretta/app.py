@@ -61,6 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     if test_config:
         app.config.update(test_config)
+    os.makedirs(app.instance_path, exist_ok=True)  # beat's schedule, media, embedded broker
     if not app.config["SECRET_KEY"]:
         raise ConfigError("SECRET_KEY is required (lineadiretta run makes one for you)")
 

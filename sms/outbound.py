@@ -72,6 +72,14 @@ class Sender:
     claim_timeout: timedelta = CLAIM_TIMEOUT
     requeue_after: timedelta = REQUEUE_AFTER
 
+    def __post_init__(self) -> None:
+        longest = getattr(self.provider, "timeout", 0.0) + MAX_RATE_WAIT + 2
+        if self.claim_timeout.total_seconds() < longest:
+            raise ValueError(
+                f"SMS claim timeout {self.claim_timeout.total_seconds():.0f}s must exceed the "
+                f"longest send ({longest:.0f}s): a live send would be taken back and repeated"
+            )
+
     def claim(self, ids: Iterable[int]) -> tuple[str, list[OutboxMessage]]:
         token = secrets.token_hex(16)
         now = self.clock()
@@ -100,12 +108,18 @@ class Sender:
         return token, rows
 
     def send_ids(self, ids: Iterable[int]) -> dict[str, int]:
-        """Claim and send these rows; returns a count per outcome."""
-        token, rows = self.claim(ids)
+        """Send these rows, each claimed just before its own send; returns a count per outcome.
+
+        Claiming one row at a time keeps every claim younger than one send (provider timeout
+        plus the longest rate wait), so the sweeper never takes back a row that a live worker
+        is about to send.
+        """
         counts: dict[str, int] = {}
-        for row in rows:
-            outcome = self._send_one(row, token)
-            counts[outcome] = counts.get(outcome, 0) + 1
+        for rid in ids:
+            token, rows = self.claim([rid])
+            for row in rows:
+                outcome = self._send_one(row, token)
+                counts[outcome] = counts.get(outcome, 0) + 1
         return counts
 
     def _finish(self, row_id: int, token: str, **values: object) -> bool:
@@ -172,6 +186,11 @@ class Sender:
     def _failed(self, row: OutboxMessage, token: str, exc: SendError) -> str:
         code = str(exc.code) if exc.code is not None else None
         now = self.clock()
+        if exc.http_status is None:
+            # No answer (timeout, connection cut): the provider may have taken the text.
+            # Keep the claim; the sweeper asks the provider before anything is sent again.
+            log.warning("outbox %d: outcome unknown (%s); left for reconciliation", row.id, exc)
+            return "unknown"
         if exc.opted_out:
             with transaction(self.sessions) as s:
                 muni = self.config.get(row.municipality)

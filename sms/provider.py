@@ -92,9 +92,10 @@ class TwilioProvider:
     sandbox = False
 
     def __init__(
-        self, account_sid: str, auth_token: str, base_url: str | None = None, timeout: float = 10.0
+        self, account_sid: str, auth_token: str, base_url: str | None = None, timeout: float = 5.0
     ) -> None:
         self.account_sid = account_sid
+        self.timeout = timeout
         self.auth_token = auth_token
         self._http = _RecordingHttpClient(timeout)
         self.client = Client(account_sid, auth_token, http_client=self._http)

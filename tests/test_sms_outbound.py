@@ -273,3 +273,34 @@ def test_shared_rate_limit_holds_the_configured_rate_across_senders(
     assert len(times) == 40
     achieved = (len(times) - 1) / (times[-1] - times[0])
     assert achieved <= rate * 1.15, f"{achieved:.1f}/s against a limit of {rate}/s"
+
+
+def test_a_timed_out_send_is_reconciled_not_repeated(
+    sessions: sessionmaker[Session], unlimited: Config, fake: FakeProvider, clock: Clock
+) -> None:
+    """The provider took the text but answered too late: asking again would duplicate it."""
+    snd = make_sender(sessions, unlimited, fake, clock)
+    snd.provider = TwilioProvider(SID, TOKEN, fake.base_url, timeout=0.3)
+    fake.behave("+393331234567", "slow", seconds=1.0)
+    [rid] = rows(sessions, 1)
+    assert snd.send_ids([rid]) == {"unknown": 1}
+    assert get(sessions, rid).status == "claimed"
+    fake.wait_idle()
+    clock.now = T0 + timedelta(minutes=3)
+    assert snd.sweep() == []
+    assert get(sessions, rid).status == "sent" and len(fake.messages) == 1
+
+
+def test_claim_timeout_must_outlast_a_send(
+    sessions: sessionmaker[Session], unlimited: Config, fake: FakeProvider, clock: Clock
+) -> None:
+    with pytest.raises(ValueError, match="claim timeout"):
+        Sender(
+            sessions=sessions,
+            config=unlimited,
+            provider=TwilioProvider(SID, TOKEN, fake.base_url),
+            limiter=LocalLimiter(),
+            callback_base=None,
+            clock=clock,
+            claim_timeout=timedelta(seconds=3),
+        )

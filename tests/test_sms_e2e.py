@@ -165,7 +165,12 @@ class Stack:
     # --- acting as the provider and as staff
 
     def text(
-        self, body: str, frm: str = CITIZEN, sid: str | None = None, token: str = TOKEN
+        self,
+        body: str,
+        frm: str = CITIZEN,
+        sid: str | None = None,
+        token: str = TOKEN,
+        media: list[tuple[str, str]] | None = None,
     ) -> requests.Response:
         form = {
             "MessageSid": sid or "SM" + os.urandom(16).hex(),
@@ -173,9 +178,11 @@ class Stack:
             "From": frm,
             "To": self.muni.sms.numbers[0],
             "Body": body,
-            "NumMedia": "0",
+            "NumMedia": str(len(media or [])),
             "ApiVersion": "2010-04-01",
         }
+        for i, (url, ctype) in enumerate(media or []):
+            form[f"MediaUrl{i}"], form[f"MediaContentType{i}"] = url, ctype
         sig = RequestValidator(token).compute_signature(self.base + "/sms/inbound", form)
         return requests.post(
             self.base + "/sms/inbound", data=form, headers={"X-Twilio-Signature": sig}, timeout=20
@@ -370,3 +377,27 @@ def test_with_redis_down_texts_still_become_cases_and_replies_go_out_after(e2e: 
     e2e.start_redis()
     wait_until(lambda: e2e.fake.sent_to(CITIZEN), 90, "the text after Redis came back")
     assert all(o.status == "sent" for o in e2e.outbox())
+
+
+def test_mms_photos_are_downloaded_with_the_account_credentials_and_checked(e2e: Stack) -> None:
+    from cases.models import Attachment
+
+    jpeg = b"\xff\xd8\xff\xe0" + os.urandom(2048)
+    good = e2e.fake.add_media(jpeg, "image/jpeg")
+    html = e2e.fake.add_media(b"<html>not a photo</html>", "text/html")
+    huge = e2e.fake.add_media(
+        b"\xff\xd8" + b"0" * (e2e.muni.sms.max_media_bytes + 10), "image/jpeg"
+    )
+    r = reply(e2e.text("", media=[(good, "image/jpeg"), (html, "text/html"), (huge, "image/jpeg")]))
+    assert re.search(r"/0000001", r)  # a photo alone is still a case
+
+    def settled() -> list[Attachment] | None:
+        with e2e.sessions() as s:
+            atts = list(s.scalars(select(Attachment).order_by(Attachment.id)))
+        return atts if atts and all(a.state != "pending" for a in atts) else None
+
+    first, second, third = wait_until(settled, 30, "the media downloads")
+    assert (first.state, first.content_type, first.size) == ("stored", "image/jpeg", len(jpeg))
+    assert first.storage_path and Path(first.storage_path).read_bytes() == jpeg
+    assert second.state == "rejected" and "text/html" in (second.error or "")
+    assert third.state == "rejected" and "larger" in (third.error or "")

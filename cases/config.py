@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import string
 import tomllib
-from datetime import time
+from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -175,6 +175,11 @@ class Voice(_Strict):
     operator_numbers: list[str] = []
     queue_wait_seconds: Annotated[int, Field(ge=5, le=600)] = 60
     max_retries: Annotated[int, Field(ge=1, le=5)] = 3
+    # order of the categories in the phone menu (keys 1-8, 9 for more); default: all
+    menu_categories: list[str] = []
+    voice_it: str = "Polly.Bianca"
+    voice_en: str = "Polly.Amy"
+    hold_music_url: str = ""
 
     @field_validator("numbers", "operator_numbers")
     @classmethod
@@ -266,6 +271,9 @@ class Municipality(_Strict):
         for i, c in enumerate(self.categories):
             if c.office not in codes:
                 raise ValueError(f"categories[{i}].office: unknown office {c.office!r}")
+        for code in self.voice.menu_categories:
+            if self.category(code) is None:
+                raise ValueError(f"voice.menu_categories: unknown category {code!r}")
         if self.language not in self.templates:
             raise ValueError(f"templates: no templates for the default language {self.language!r}")
         return self
@@ -283,6 +291,11 @@ class Municipality(_Strict):
 
     def category(self, code: str | None) -> Category | None:
         return next((c for c in self.categories if c.code == code), None)
+
+    def in_office_hours(self, when: datetime) -> bool:
+        local = when.astimezone(self.tz)
+        t = local.time().replace(tzinfo=None)
+        return any(span.start <= t < span.end for span in self.office_hours.spans(local.weekday()))
 
     def template(self, key: str, language: str) -> str:
         lang: Language = "en" if language == "en" and "en" in self.templates else self.language

@@ -202,6 +202,7 @@ class Attachment(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, stored, rejected
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     case: Mapped[Case] = relationship(back_populates="attachments")
 
@@ -311,3 +312,34 @@ class OptOut(Base):
     opted_out: Mapped[bool] = mapped_column(Boolean, default=True)
     source: Mapped[str] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Call(Base):
+    """A phone call's state, kept on the server: any step may land on any worker or host."""
+
+    __tablename__ = "calls"
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    municipality: Mapped[str] = mapped_column(String(64))
+    from_phone: Mapped[str] = mapped_column(String(20))
+    to_phone: Mapped[str] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(2), default="it")
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    end_status: Mapped[str | None] = mapped_column(String(20))
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+
+
+class CallStep(Base):
+    """The answer given to one request of a call, replayed when the provider retries it."""
+
+    __tablename__ = "call_steps"
+    __table_args__ = (UniqueConstraint("call_sid", "step", "request_hash"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[str] = mapped_column(String(64))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

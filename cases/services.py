@@ -88,8 +88,8 @@ def register_case(
             e164 = normalise_phone(phone, ctx.muni.country)
         except InvalidPhone as exc:
             raise Invalid(str(exc)) from None
-    elif channel in (Channel.SMS, Channel.VOICE):
-        raise Invalid("a phone or text contact needs the caller's number")
+    elif channel == Channel.SMS:
+        raise Invalid("a text needs the sender's number")  # a withheld caller may still report
     if category is not None and ctx.muni.category(category) is None:
         raise Invalid(f"unknown category {category!r}")
     lang = language if language in ctx.muni.templates else ctx.muni.language

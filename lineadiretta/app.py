@@ -92,6 +92,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(sms_bp)
 
+    from ivr.views import bp as ivr_bp
+
+    app.register_blueprint(ivr_bp)
+
     from workers.celery_app import celery_init_app
 
     celery_init_app(app)

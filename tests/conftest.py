@@ -36,6 +36,8 @@ TABLES = (
     "job_locks",
     "inbound_messages",
     "opt_outs",
+    "call_steps",
+    "calls",
 )
 
 

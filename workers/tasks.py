@@ -12,6 +12,7 @@ from typing import Any
 import redis
 from celery import shared_task
 from flask import current_app
+from sqlalchemy import or_, select
 
 from cases.clock import utcnow
 from cases.db import transaction
@@ -99,7 +100,36 @@ def sweep_outbox() -> int:
         send_outbox.delay(ids[i : i + 50])
     if ids:
         log.info("sweep_outbox: queued %d texts", len(ids))
-    return len(ids)
+    media = stale_media(snd)
+    for aid in media:
+        fetch_media.delay(aid)
+    if media:
+        log.info("sweep_outbox: queued %d media downloads", len(media))
+    return len(ids) + len(media)
+
+
+def stale_media(snd: Sender, limit: int = 200) -> list[int]:
+    """Photos still waiting for their download (queued while the broker was out, or lost)."""
+    now = snd.clock()
+    with transaction(snd.sessions) as s:
+        rows = list(
+            s.scalars(
+                select(Attachment)
+                .where(
+                    Attachment.state == "pending",
+                    Attachment.kind == "photo",
+                    Attachment.created_at < now - snd.requeue_after,
+                    or_(
+                        Attachment.enqueued_at.is_(None),
+                        Attachment.enqueued_at < now - snd.requeue_after,
+                    ),
+                )
+                .limit(limit)
+            )
+        )
+        for a in rows:
+            a.enqueued_at = now
+        return [a.id for a in rows]
 
 
 @shared_task(name="workers.tasks.fetch_media", bind=True, max_retries=5, acks_late=True)

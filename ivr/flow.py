@@ -1,0 +1,550 @@
+"""The phone menu: each step reads the call's state from the database, answers with TwiML
+built by the official builder, and saves the state back. Nothing lives in URLs or memory."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from cases.classifier import fold
+from cases.errors import Invalid
+from cases.models import OPEN_STATUSES, Call, Case, Channel, Role
+from cases.notify import Ctx, notify_staff, office_name, staff_of, status_label
+from cases.phone import is_mobile, mask_phone
+from cases.protocol import parse_protocol, protocol_year
+from cases.services import (
+    NewAttachment,
+    add_attachment,
+    classifier_for,
+    find_case,
+    register_case,
+)
+from ivr.prompts import SPEECH, digits_of, prompt, spoken_date
+from sms.inbound import is_opted_out
+
+log = logging.getLogger(__name__)
+LANG_CODE = {"it": "it-IT", "en": "en-GB"}
+PAGE = 8  # categories per menu level: keys 1-8, 9 for more, 0 for other
+
+
+@dataclass
+class Turn:
+    """One request of a call: what the provider sent and the call's stored state."""
+
+    s: Session
+    ctx: Ctx
+    call: Call
+    form: Mapping[str, str]
+
+    @property
+    def lang(self) -> str:
+        return self.call.language
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.call.state
+
+    def set(self, **values: Any) -> None:
+        # a new dict, so that SQLAlchemy sees the JSON column change
+        self.call.state = {**self.call.state, **values}
+
+    def say(self, target: VoiceResponse | Gather, key: str, **values: str) -> None:
+        voice = self.ctx.muni.voice.voice_en if self.lang == "en" else self.ctx.muni.voice.voice_it
+        target.say(prompt(self.lang, key, **values), language=LANG_CODE[self.lang], voice=voice)
+
+    def url(self, step: str) -> str:
+        """An action URL for this turn: the provider's retry of it is recognised and replayed,
+        while the caller's next answer (even an identical silence) is a new turn."""
+        return f"/ivr/{step}/{int(self.state.get('turn', 0))}"
+
+    def gather(self, resp: VoiceResponse, action: str, **kw: Any) -> Gather:
+        kw.setdefault("input", "dtmf speech")
+        kw.setdefault("timeout", 6)
+        kw.setdefault("num_digits", 1)
+        kw.setdefault("speech_timeout", "auto")
+        return resp.gather(
+            action=self.url(action),
+            method="POST",
+            language=LANG_CODE[self.lang],
+            action_on_empty_result=True,
+            **kw,
+        )
+
+    def choice(self) -> tuple[str, str]:
+        """(digits, folded speech) of a Gather answer."""
+        return (
+            self.form.get("Digits", "").strip(),
+            fold(self.form.get("SpeechResult", "")).strip(),
+        )
+
+
+def _said(speech: str, option: str) -> bool:
+    words = re.findall(r"[a-z]+", speech)
+    return any(w.startswith(k) for w in words for k in SPEECH[option])
+
+
+# ------------------------------------------------------------------ menu
+
+
+def incoming(t: Turn) -> VoiceResponse:
+    resp = VoiceResponse()
+    t.say(resp, "welcome", municipality=t.ctx.muni.name)
+    open_case = t.s.scalar(
+        select(Case)
+        .where(
+            Case.municipality == t.ctx.muni.code,
+            Case.phone == t.call.from_phone,
+            Case.status.in_([x.value for x in OPEN_STATUSES]),
+        )
+        .order_by(Case.id.desc())
+        .limit(1)
+    )
+    if open_case is not None:
+        t.set(open_case=open_case.protocol)
+    return main_menu(t, resp)
+
+
+def main_menu(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
+    resp = resp or VoiceResponse()
+    g = t.gather(resp, "menu")
+    if t.state.get("open_case"):
+        year, number = parse_protocol(t.state["open_case"])
+        t.say(g, "open_case", protocol=digits_of(year, number, t.lang))
+    t.say(g, "menu")
+    return resp
+
+
+def menu(t: Turn) -> VoiceResponse:
+    digits, speech = t.choice()
+    if digits == "1" or (not digits and _said(speech, "report")):
+        return category_menu(t)
+    if digits == "2" or (not digits and _said(speech, "status")):
+        return ask_protocol(t)
+    if digits == "3" or (not digits and _said(speech, "operator")):
+        return operator(t)
+    if digits == "4" or (not digits and _said(speech, "english")):
+        t.call.language = "en"
+        t.set(tries={})
+        return main_menu(t)
+    if t.state.get("open_case") and (
+        digits == "9" or (not digits and _said(speech, "open_status"))
+    ):
+        resp = VoiceResponse()
+        case = find_case(t.s, t.ctx, t.state["open_case"])
+        if case is not None:
+            say_status(t, resp, case)
+        return main_menu(t, resp)
+    return retry(t, "menu", main_menu, silent=not (digits or speech))
+
+
+def retry(
+    t: Turn,
+    step: str,
+    again: Callable[[Turn, VoiceResponse], VoiceResponse],
+    *,
+    silent: bool,
+    message: str | None = None,
+) -> VoiceResponse:
+    """Repeat a prompt after silence or a wrong key, up to the limit; then no dead end."""
+    tries = dict(t.state.get("tries", {}))
+    tries[step] = tries.get(step, 0) + 1
+    t.set(tries=tries)
+    resp = VoiceResponse()
+    if tries[step] >= t.ctx.muni.voice.max_retries:
+        log.info("call %s: %s failed %d times", t.call.call_sid, step, tries[step])
+        if step != "operator" and t.ctx.muni.in_office_hours(t.ctx.now):
+            t.say(resp, "offer_operator")
+            return operator(t, resp)
+        if t.state.get("transcript") and not t.call.case_id:
+            return register(t, resp)  # what was said is not lost
+        t.say(resp, "goodbye")
+        resp.hangup()
+        return resp
+    t.say(resp, message or ("no_input" if silent else "not_understood"))
+    return again(t, resp)
+
+
+# ------------------------------------------------------------------ report
+
+
+def _menu_codes(t: Turn) -> list[str]:
+    m = t.ctx.muni
+    codes = m.voice.menu_categories or [c.code for c in m.categories]
+    return [c for c in codes if c != "altro"]
+
+
+def category_menu(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
+    resp = resp or VoiceResponse()
+    t.set(mode="report")
+    codes = _menu_codes(t)
+    page = int(t.state.get("page", 0))
+    shown = codes[page * PAGE : (page + 1) * PAGE]
+    g = t.gather(resp, "category")
+    for i, code in enumerate(shown, start=1):
+        cat = t.ctx.muni.category(code)
+        assert cat is not None
+        t.say(g, "category_item", name=cat.name(t.lang), digit=str(i))
+    if len(codes) > (page + 1) * PAGE:
+        t.say(g, "category_more")
+    t.say(g, "category_other")
+    return resp
+
+
+def category(t: Turn) -> VoiceResponse:
+    digits, speech = t.choice()
+    codes = _menu_codes(t)
+    page = int(t.state.get("page", 0))
+    chosen: str | None = None
+    if digits == "0":
+        chosen = ""
+    elif digits == "9" and len(codes) > (page + 1) * PAGE:
+        t.set(page=page + 1)
+        return category_menu(t)
+    elif digits.isdigit() and 1 <= int(digits) <= PAGE and page * PAGE + int(digits) <= len(codes):
+        chosen = codes[page * PAGE + int(digits) - 1]
+    elif speech and not digits:
+        s = classifier_for(t.ctx.muni).classify(t.form.get("SpeechResult", ""))
+        if s.category and s.confidence >= t.ctx.muni.classifier_threshold:
+            chosen = s.category
+        elif _said(speech, "no") or "altro" in speech or "other" in speech:
+            chosen = ""
+    if chosen is None:
+        return retry(t, "category", category_menu, silent=not (digits or speech))
+    t.set(category=chosen or None, page=0)
+    return describe(t)
+
+
+def describe(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
+    resp = resp or VoiceResponse()
+    if not t.state.get("recording"):
+        # the caller's own words are kept for the operator, beside the transcript
+        resp.start().recording(
+            name="ld-report",
+            recording_status_callback="/ivr/recording",
+            recording_status_callback_method="POST",
+            recording_status_callback_event="completed",
+            channels="mono",
+            track="inbound",
+        )
+        t.set(recording=True)
+    g = t.gather(resp, "described", input="speech", timeout=5, num_digits=None)
+    t.say(g, "voicemail" if t.state.get("mode") == "voicemail" else "describe")
+    return resp
+
+
+def described(t: Turn) -> VoiceResponse:
+    text = (t.form.get("SpeechResult") or "").strip()
+    if not text:
+        return retry(t, "describe", describe, silent=True, message="describe_again")
+    t.set(transcript=text[:4000], confidence=t.form.get("Confidence", ""))
+    if t.state.get("mode") == "voicemail":
+        return register(t)
+    return readback(t)
+
+
+def readback(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
+    resp = resp or VoiceResponse()
+    g = t.gather(resp, "confirm")
+    t.say(g, "readback", text=t.state.get("transcript", ""))
+    return resp
+
+
+def confirm(t: Turn) -> VoiceResponse:
+    digits, speech = t.choice()
+    if digits == "1" or (not digits and _said(speech, "yes") and not _said(speech, "no")):
+        return register(t)
+    if digits == "2" or (not digits and _said(speech, "no")):
+        t.set(transcript=None, tries={**t.state.get("tries", {}), "describe": 0})
+        return describe(t)
+    return retry(t, "confirm", readback, silent=not (digits or speech))
+
+
+def register(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
+    """Register the call's case once; a retried request only hears the number again."""
+    resp = resp or VoiceResponse()
+    case = register_call_case(t)
+    key = "voicemail_saved" if t.state.get("mode") == "voicemail" else "registered"
+    t.say(resp, key, digits=digits_of(case.year, case.number, t.lang))
+    if is_mobile(t.call.from_phone) and not is_opted_out(t.s, t.ctx.muni.code, t.call.from_phone):
+        t.say(resp, "sms_follows")
+    t.say(resp, "goodbye")
+    resp.hangup()
+    return resp
+
+
+def register_call_case(t: Turn, note: str = "") -> Case:
+    if t.call.case_id is not None:
+        case = t.s.get(Case, t.call.case_id)
+        assert case is not None
+        return case
+    recordings = [
+        NewAttachment("recording", r["url"], "audio/x-wav", r.get("duration"))
+        for r in t.state.get("recordings", [])
+    ]
+    case = register_case(
+        t.s,
+        t.ctx,
+        channel=Channel.VOICE,
+        text=t.state.get("transcript") or "",
+        phone=None if t.call.from_phone == "anonymous" else t.call.from_phone,
+        category=t.state.get("category") or None,
+        language=t.lang,
+        attachments=recordings,
+        confirm_by_sms=True,
+    )
+    t.call.case_id = case.id
+    t.set(pending=False)
+    route_to_operators(t, case, note)
+    log.info(
+        "call %s: case %s registered for %s",
+        t.call.call_sid,
+        case.protocol,
+        mask_phone(t.call.from_phone),
+    )
+    return case
+
+
+def route_to_operators(t: Turn, case: Case, note: str = "") -> None:
+    """The office's operators (URP when uncategorised) get the transcript in their queue."""
+    from cases.notify import office_queue_staff
+
+    others = t.s.execute(
+        select(Case.year, Case.number)
+        .where(Case.municipality == case.municipality, Case.phone == case.phone, Case.id != case.id)
+        .order_by(Case.id.desc())
+        .limit(10)
+    ).all()
+    recording = next((a.source_url for a in case.attachments if a.kind == "recording"), None)
+    data = {
+        "transcript": case.original_text,
+        "recording": recording,
+        "category": case.category,
+        "office": case.office,
+        "other_cases": [f"{y}/{n:07d}" for y, n in others],
+        "note": note,
+    }
+    staff = office_queue_staff(t.s, t.ctx, case.office)
+    text = f"{case.protocol}: chiamata trascritta: {case.original_text[:200]}"
+    notify_staff(t.s, t.ctx, staff, "voice_case", case, text, data)
+    office = t.ctx.muni.office(case.office)
+    if office is not None and office.notify_referents_by_sms:
+        from cases.models import OutboxMessage, OutboxStatus
+        from cases.notify import next_send_time
+
+        for ref in staff_of(t.s, t.ctx.muni.code, office=office.code, roles=(Role.REFERENT,)):
+            if ref.phone:
+                t.s.add(
+                    OutboxMessage(
+                        municipality=t.ctx.muni.code,
+                        case_id=case.id,
+                        phone=ref.phone,
+                        template="staff_voice_case",
+                        language="it",
+                        body=f"{t.ctx.muni.name}: nuova segnalazione telefonica {case.protocol}: {case.original_text[:200]}",
+                        status=OutboxStatus.PENDING.value,
+                        created_at=t.ctx.now,
+                        not_before=next_send_time(t.ctx.muni, t.ctx.now),
+                    )
+                )
+
+
+# ------------------------------------------------------------------ status
+
+
+def ask_protocol(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
+    resp = resp or VoiceResponse()
+    g = t.gather(resp, "lookup", input="dtmf", num_digits=None, finish_on_key="#", timeout=10)
+    t.say(g, "ask_protocol")
+    return resp
+
+
+def parse_keyed(digits: str, this_year: int) -> tuple[int, int]:
+    """'123', '2026*123', '20260000123' -> (year, number); the year may be left out."""
+    digits = digits.strip().rstrip("#")
+    if "*" in digits:
+        year_s, _, number_s = digits.partition("*")
+        return parse_protocol(f"{year_s}/{number_s}")
+    if len(digits) > 7 and digits[:2] in ("19", "20"):
+        return parse_protocol(f"{digits[:4]}/{digits[4:]}")
+    return parse_protocol(digits, this_year)
+
+
+def lookup(t: Turn) -> VoiceResponse:
+    digits = t.form.get("Digits", "")
+    if not digits:
+        return retry(t, "lookup", ask_protocol, silent=True)
+    try:
+        year, number = parse_keyed(digits, protocol_year(t.ctx.now, t.ctx.muni.tz))
+        case = find_case(t.s, t.ctx, f"{year}/{number}")
+    except Invalid:
+        case, year, number = None, 0, 0
+    if case is None:
+        spoken = ", ".join(digits.strip("#").replace("*", ""))
+        return _unknown(t, spoken)
+    resp = VoiceResponse()
+    say_status(t, resp, case)
+    return main_menu(t, resp)
+
+
+def _unknown(t: Turn, spoken: str) -> VoiceResponse:
+    tries = dict(t.state.get("tries", {}))
+    tries["lookup"] = tries.get("lookup", 0) + 1
+    t.set(tries=tries)
+    resp = VoiceResponse()
+    t.say(resp, "unknown_case", digits=spoken)
+    if tries["lookup"] >= t.ctx.muni.voice.max_retries:
+        return main_menu(t, resp)
+    return ask_protocol(t, resp)
+
+
+def say_status(t: Turn, resp: VoiceResponse, case: Case) -> None:
+    lang = t.lang
+    common = {
+        "digits": digits_of(case.year, case.number, lang),
+        "status": status_label(case.status, lang),
+        "office": office_name(t.ctx.muni, case.office, lang),
+    }
+    if case.phone == t.call.from_phone:  # details only to the phone that reported it
+        due = spoken_date(case.due_at.astimezone(t.ctx.muni.tz).date(), lang)
+        t.say(resp, "status_own", due=due, **common)
+    else:
+        t.say(resp, "status_other", **common)
+
+
+# ------------------------------------------------------------------ operator and voicemail
+
+
+def operator(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
+    resp = resp or VoiceResponse()
+    voice = t.ctx.muni.voice
+    if not t.ctx.muni.in_office_hours(t.ctx.now):
+        t.say(resp, "closed_hours")
+        return voicemail(t, resp)
+    t.say(resp, "operator_wait")
+    if voice.operator_numbers:
+        dial = resp.dial(
+            action=t.url("operator-done"), method="POST", timeout=voice.queue_wait_seconds
+        )
+        for number in voice.operator_numbers:
+            dial.number(number)
+    else:
+        resp.enqueue(
+            f"urp-{t.ctx.muni.code}",
+            wait_url=t.url("hold"),
+            wait_url_method="POST",
+            action=t.url("queue-done"),
+            method="POST",
+        )
+    return resp
+
+
+def voicemail(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
+    t.set(mode="voicemail", category=None)
+    return describe(t, resp)
+
+
+def operator_done(t: Turn) -> VoiceResponse:
+    if t.form.get("DialCallStatus") == "completed":
+        resp = VoiceResponse()
+        resp.hangup()
+        return resp
+    resp = VoiceResponse()
+    t.say(resp, "nobody")
+    return voicemail(t, resp)
+
+
+def hold(t: Turn) -> VoiceResponse:
+    resp = VoiceResponse()
+    try:
+        waited = int(t.form.get("QueueTime", "0") or 0)
+    except ValueError:
+        waited = 0
+    if waited >= t.ctx.muni.voice.queue_wait_seconds:
+        resp.leave()
+        return resp
+    t.say(resp, "hold")
+    if t.ctx.muni.voice.hold_music_url:
+        resp.play(t.ctx.muni.voice.hold_music_url)
+    else:
+        resp.pause(length=10)
+    return resp
+
+
+def queue_done(t: Turn) -> VoiceResponse:
+    result = t.form.get("QueueResult", "")
+    resp = VoiceResponse()
+    if result in ("bridged", "hangup", "redirected"):
+        resp.hangup()
+        return resp
+    t.say(resp, "nobody")
+    return voicemail(t, resp)
+
+
+# ------------------------------------------------------------------ callbacks
+
+
+def recording(t: Turn) -> VoiceResponse:
+    """Recording status callback: attach the audio once the provider says it is ready."""
+    if t.form.get("RecordingStatus", "completed") != "completed":
+        return VoiceResponse()
+    sid, url = t.form.get("RecordingSid", ""), t.form.get("RecordingUrl", "")
+    if not sid or not url.startswith(("https://", "http://")):
+        raise Invalid("RecordingSid and RecordingUrl are required")
+    known = list(t.state.get("recordings", []))
+    if any(r["sid"] == sid for r in known):
+        return VoiceResponse()
+    try:
+        duration = int(t.form.get("RecordingDuration", "") or 0) or None
+    except ValueError:
+        duration = None
+    known.append({"sid": sid, "url": url, "duration": duration})
+    t.set(recordings=known)
+    if t.call.case_id is not None:
+        case = t.s.get(Case, t.call.case_id)
+        assert case is not None
+        add_attachment(t.s, t.ctx, case, NewAttachment("recording", url, "audio/x-wav", duration))
+    return VoiceResponse()
+
+
+ENDED = {"completed", "busy", "failed", "no-answer", "canceled"}
+
+
+def call_status(t: Turn) -> VoiceResponse:
+    """How the call ended; a description given before hanging up still becomes a case."""
+    status = t.form.get("CallStatus", "")
+    if status in ENDED and t.call.end_status is None:
+        t.call.end_status = status
+        t.call.ended_at = t.ctx.now
+        try:
+            t.call.duration_seconds = int(t.form.get("CallDuration", "") or 0)
+        except ValueError:
+            t.call.duration_seconds = None
+        if t.state.get("transcript") and t.call.case_id is None:
+            case = register_call_case(t, note="the caller hung up before confirming")
+            log.info(
+                "call %s ended (%s) before confirming: case %s registered anyway",
+                t.call.call_sid,
+                status,
+                case.protocol,
+            )
+    return VoiceResponse()
+
+
+STEPS: dict[str, Callable[[Turn], VoiceResponse]] = {
+    "menu": menu,
+    "category": category,
+    "described": described,
+    "confirm": confirm,
+    "lookup": lookup,
+    "operator-done": operator_done,
+    "hold": hold,
+    "queue-done": queue_done,
+    "recording": recording,
+}

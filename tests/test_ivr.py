@@ -1,0 +1,341 @@
+"""The phone menu driven as the provider drives it: the simulator parses our TwiML, posts the
+next request with the right fields and a valid signature, and we check what the register did."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from cases.config import Municipality
+from cases.models import Attachment, Call, CallStep, Case, OutboxMessage, StaffNotification
+from ivr.simulator import CallLog, Switchboard
+from lineadiretta.app import runtime
+from tests.conftest import Staff, signed_post
+
+CALLER = "+393331234567"
+IN_HOURS = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)  # Tuesday 10:30 in Rome
+OUT_OF_HOURS = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)  # Tuesday 21:00 in Rome
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> dict[str, datetime]:
+    now = {"t": IN_HOURS}
+    monkeypatch.setattr("lineadiretta.web.utcnow", lambda: now["t"])
+    return now
+
+
+def transport(client: FlaskClient) -> Any:
+    def post(path: str, form: dict[str, str]) -> tuple[int, str]:
+        r = signed_post(client, path, form)
+        return r.status_code, r.get_data(as_text=True)
+
+    return post
+
+
+def call(
+    client: FlaskClient, muni: Municipality, *inputs: str, frm: str = CALLER, **kw: Any
+) -> CallLog:
+    return Switchboard(
+        transport(client), from_=frm, to=muni.voice.numbers[0], inputs=inputs, **kw
+    ).run()
+
+
+def all_cases(app: Flask) -> list[Case]:
+    with runtime(app).sessions() as s:
+        return list(s.scalars(select(Case).order_by(Case.id)))
+
+
+def assert_no_error(log: CallLog) -> None:
+    assert all(status == 200 for _, _, status in log.requests), log.requests
+
+
+def test_report_with_confirmation(app: Flask, client: FlaskClient, muni: Municipality) -> None:
+    log = call(
+        client, muni, "1", "1", "C'è una buca profonda in via Roma 12 davanti alla farmacia", "1"
+    )
+    assert_no_error(log)
+    [case] = all_cases(app)
+    assert (
+        case.channel == "voice"
+        and case.phone == CALLER
+        and case.category == muni.categories[0].code
+    )
+    assert case.original_text.startswith("C'è una buca profonda")
+    assert "Ho registrato: C'è una buca" in log.text  # read back before confirming
+    assert (
+        f"{', '.join(str(case.year))}, barra, {', '.join(str(case.number))}" in log.text
+    )  # digit by digit
+    assert log.ended_by == "system"
+    with runtime(app).sessions() as s:
+        rec = s.scalars(select(Attachment).where(Attachment.case_id == case.id)).all()
+        assert [a.kind for a in rec] == ["recording"] and rec[
+            0
+        ].duration_seconds  # attached when ready
+        sms = s.scalars(select(OutboxMessage).where(OutboxMessage.case_id == case.id)).all()
+        assert [m.template for m in sms] == ["registered"] and case.protocol in sms[0].body
+        assert s.get(Call, log.sid).end_status == "completed"  # type: ignore[union-attr]
+
+
+def test_caller_repeats_the_description(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    log = call(
+        client,
+        muni,
+        "1",
+        "3",
+        "lampione",
+        "2",
+        "il lampione di via Verdi 3 è spento da una settimana",
+        "sì",
+    )
+    assert_no_error(log)
+    [case] = all_cases(app)
+    assert case.original_text.startswith("il lampione di via Verdi")
+
+
+def test_hang_up_after_describing_still_makes_a_case(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    log = call(
+        client, muni, "1", "5", "sacchi di rifiuti abbandonati in via Dante"
+    )  # then hangs up
+    assert log.ended_by == "caller"
+    [case] = all_cases(app)
+    assert case.original_text == "sacchi di rifiuti abbandonati in via Dante" and case.category
+    with runtime(app).sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Attachment)) == 1  # the late recording too
+
+
+def test_a_call_that_said_nothing_leaves_no_case(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    call(client, muni, "1", "1")  # hangs up at the description prompt
+    call(client, muni)  # hangs up at the greeting
+    assert all_cases(app) == []
+
+
+def test_speech_works_for_menus_and_categories(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    log = call(client, muni, "vorrei fare una segnalazione", "illuminazione pubblica",
+               "lampione spento in piazza Duomo", "sì conferma")  # fmt: skip
+    assert_no_error(log)
+    [case] = all_cases(app)
+    assert case.category == "illuminazione"
+
+
+def test_second_level_of_categories_and_other(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    codes = [c.code for c in muni.categories if c.code != "altro"]
+    log = call(client, muni, "1", "9", "2", "auto parcheggiata sul passo carraio", "1")
+    assert "altre categorie" in log.text
+    [case] = all_cases(app)
+    assert case.category == codes[9]
+    call(client, muni, "1", "0", "un problema diverso da tutti", "1", frm="+393409999999")
+    assert all_cases(app)[1].category is None  # 'other': URP triages it
+
+
+def test_status_for_own_case_and_for_someone_elses(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    call(client, muni, "1", "1", "buca in via Roma", "1")
+    [case] = all_cases(app)
+    own = call(client, muni, "2", f"{case.number}#").text
+    assert "Termine previsto" in own and "è assegnata" in own
+    other = call(client, muni, "2", f"{case.year}*{case.number}#", frm="+393409999999").text
+    assert "assegnata" in other and "Termine previsto" not in other
+    unknown = call(client, muni, "2", "99999#", frm="+393409999999").text
+    assert "Non trovo la pratica numero 9, 9, 9, 9, 9" in unknown
+
+
+def test_a_caller_with_an_open_case_hears_it_first(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    call(client, muni, "1", "1", "buca in via Roma", "1")
+    [case] = all_cases(app)
+    log = call(client, muni, "9")
+    assert f"numero {', '.join(str(case.year))}, barra, {case.number}" in log.text
+    assert "Risulta aperta una sua segnalazione" in log.text and "Termine previsto" in log.text
+
+
+def test_operator_in_office_hours_is_dialled(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    log = call(client, muni, "3", dial_result="completed")
+    assert f"[dialling {muni.voice.operator_numbers[0]}: completed]" in log.text
+    assert all_cases(app) == []
+
+
+def test_nobody_answers_so_the_caller_leaves_a_message(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    log = call(
+        client,
+        muni,
+        "3",
+        "vorrei segnalare che il semaforo di via Milano è guasto",
+        dial_result="no-answer",
+    )
+    assert "Lasci un messaggio" in log.text and "registrato con il numero di protocollo" in log.text
+    [case] = all_cases(app)
+    assert case.channel == "voice" and "semaforo" in case.original_text
+
+
+def test_out_of_hours_goes_to_voicemail(
+    app: Flask, client: FlaskClient, muni: Municipality, clock: dict[str, datetime]
+) -> None:
+    clock["t"] = OUT_OF_HOURS
+    log = call(client, muni, "3", "chiamo per un albero caduto in via dei Pini")
+    assert "uffici sono chiusi" in log.text and "dialling" not in log.text
+    assert len(all_cases(app)) == 1
+
+
+def test_queue_when_no_operator_numbers(
+    app: Flask, client: FlaskClient, config: Any, clock: dict[str, datetime]
+) -> None:
+    clock["t"] = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)  # Valfiorita opens on Wednesdays
+    other = config.municipality[1]
+    if other.voice.operator_numbers:
+        other = other.model_copy(
+            update={"voice": other.voice.model_copy(update={"operator_numbers": []})}
+        )
+        cfg = config.model_copy(update={"municipality": [config.municipality[0], other]})
+        runtime(app).config = cfg
+    log = call(client, other, "3", "buca davanti al municipio")
+    assert "[queued in urp-" in log.text and "attendere" in log.text
+    assert "Lasci un messaggio" in log.text and len(all_cases(app)) == 1
+
+
+def test_english(app: Flask, client: FlaskClient, muni: Municipality) -> None:
+    log = call(client, muni, "4", "1", "1", "there is a big pothole in via Roma", "1")
+    assert (
+        "To report a problem, press 1" in log.text
+        and "Thank you. Your report is registered" in log.text
+    )
+    [case] = all_cases(app)
+    assert case.language == "en"
+
+
+def test_wrong_keys_and_silence_repeat_then_no_dead_end(
+    app: Flask, client: FlaskClient, muni: Municipality, clock: dict[str, datetime]
+) -> None:
+    log = call(client, muni, "7", "", "8", dial_result="completed")
+    assert log.text.count("Non ho capito") == 1 and log.text.count("Non ho sentito") == 1
+    assert "La passo a un operatore" in log.text and "[dialling" in log.text
+    clock["t"] = OUT_OF_HOURS
+    log = call(client, muni, "", "", "")
+    assert log.text.count("Non ho sentito") == 2  # repeated up to the limit...
+    assert "La passo" not in log.text and log.text.endswith(
+        "Arrivederci."
+    )  # ...then a polite goodbye
+    assert log.ended_by == "system" and all_cases(app) == []
+
+
+def test_repeated_requests_do_not_register_twice(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    sent: list[tuple[str, dict[str, str]]] = []
+    post = transport(client)
+
+    def record(path: str, form: dict[str, str]) -> tuple[int, str]:
+        sent.append((path, form))
+        return post(path, form)
+
+    Switchboard(
+        record, from_=CALLER, to=muni.voice.numbers[0], inputs=["1", "1", "buca in via Po", "1"]
+    ).run()
+    confirm_path, confirm_form = next((p, f) for p, f in sent if p.startswith("/ivr/confirm/"))
+    first = post(confirm_path, confirm_form)
+    again = post(confirm_path, confirm_form)  # the provider retries the same step
+    assert first == again and len(all_cases(app)) == 1
+    with runtime(app).sessions() as s:
+        steps = s.scalars(select(CallStep.step).where(CallStep.step.startswith("confirm/"))).all()
+        assert len(steps) == 1
+    # a repeated silence is the caller's, not the provider's: it is a new turn, not a replay
+    log = call(client, muni, "", "", dial_result="completed")
+    assert log.text.count("Non ho sentito") == 2
+
+
+@pytest.mark.parametrize("signature", ["", "forged"])
+def test_forged_signature_is_refused_and_stores_nothing(
+    app: Flask, client: FlaskClient, muni: Municipality, signature: str
+) -> None:
+    form = {"CallSid": "CA1", "From": CALLER, "To": muni.voice.numbers[0], "CallStatus": "ringing"}
+    assert signed_post(client, "/ivr/incoming", form, signature=signature).status_code == 403
+    with runtime(app).sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Call)) == 0
+
+
+def test_bad_requests_get_a_4xx(client: FlaskClient, muni: Municipality) -> None:
+    assert (
+        signed_post(
+            client, "/ivr/incoming", {"CallSid": "CA2", "From": CALLER, "To": "+390200000000"}
+        ).status_code
+        == 404
+    )
+    assert (
+        signed_post(
+            client, "/ivr/incoming", {"From": CALLER, "To": muni.voice.numbers[0]}
+        ).status_code
+        == 400
+    )
+    assert (
+        signed_post(client, "/ivr/menu", {"CallSid": "CAunknown", "Digits": "1"}).status_code == 404
+    )
+    assert signed_post(client, "/ivr/nowhere", {"CallSid": "CA3"}).status_code == 404
+    assert (
+        signed_post(
+            client, "/ivr/status", {"CallSid": "CAunknown", "CallStatus": "completed"}
+        ).status_code
+        == 200
+    )
+
+
+def test_webhook_query_strings_stay_ascii_and_hold_no_state(
+    client: FlaskClient, muni: Municipality
+) -> None:
+    sent: list[str] = []
+    post = transport(client)
+
+    def record(path: str, form: dict[str, str]) -> tuple[int, str]:
+        sent.append(path)
+        return post(path, form)
+
+    Switchboard(
+        record, from_=CALLER, to=muni.voice.numbers[0], inputs=["1", "1", "buca", "1"]
+    ).run()
+    assert all(p.isascii() and "?" not in p for p in sent)
+    assert all(re.fullmatch(r"/ivr/(incoming|status|recording|[a-z-]+/\d+)", p) for p in sent), sent
+
+
+def test_transcript_reaches_the_office_operators_queue(
+    app: Flask, client: FlaskClient, muni: Municipality, staff: Staff
+) -> None:
+    office = muni.categories[0].office
+    staff.add("op", "operator", office)
+    staff.add("urp", "urp")
+    call(client, muni, "1", "1", "buca pericolosa in via Garibaldi 8", "1")
+    [case] = all_cases(app)
+    items = staff.get("op", "/notifications").get_json()["items"]
+    voice = [n for n in items if n["kind"] == "voice_case"]
+    assert voice and voice[0]["protocol"] == case.protocol
+    assert voice[0]["data"]["transcript"] == "buca pericolosa in via Garibaldi 8"
+    assert voice[0]["data"]["office"] == office and "other_cases" in voice[0]["data"]
+    detail = staff.get("op", f"/cases/{case.protocol.replace('/', '-')}").get_json()
+    assert detail["description"] == "buca pericolosa in via Garibaldi 8"
+    assert [a["kind"] for a in detail["attachments"]] == ["recording"]
+    # an uncategorised call goes to URP
+    call(client, muni, "1", "0", "un problema strano", "1", frm="+393401112223")
+    with runtime(app).sessions() as s:
+        kinds = s.scalars(select(StaffNotification.kind)).all()
+    assert (
+        "voice_case" in staff.get("urp", "/notifications").get_json()["items"][0]["kind"] and kinds
+    )

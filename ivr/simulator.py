@@ -40,6 +40,7 @@ class Switchboard:
         dial_result: str = "no-answer",
         queue_result: str = "leave",
         call_sid: str | None = None,
+        recording_url: Callable[[str], str] | None = None,
     ) -> None:
         self.post = post
         self.base = {
@@ -58,6 +59,11 @@ class Switchboard:
         self.queue_result = queue_result
         self.log = CallLog(sid=self.base["CallSid"])
         self.recordings: list[str] = []
+        self.recording_url = recording_url or (
+            lambda rid: (
+                f"https://api.twilio.com/2010-04-01/Accounts/{self.base['AccountSid']}/Recordings/{rid}"
+            )
+        )
         self.spoken: list[str] = []
 
     # -- plumbing
@@ -183,7 +189,7 @@ class Switchboard:
                 {
                     "RecordingSid": rid,
                     "RecordingStatus": "completed",
-                    "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{self.base['AccountSid']}/Recordings/{rid}",
+                    "RecordingUrl": self.recording_url(rid),
                     "RecordingDuration": str(
                         max(3, 2 * sum(len(s.split()) for s in self.spoken) // 3)
                     ),

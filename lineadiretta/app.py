@@ -54,6 +54,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # how long a claimed text may stay unrecorded before the sweeper reconciles it
         SMS_CLAIM_TIMEOUT_SECONDS=int(os.environ.get("SMS_CLAIM_TIMEOUT_SECONDS", "120")),
         SMS_REQUEUE_SECONDS=int(os.environ.get("SMS_REQUEUE_SECONDS", "60")),
+        TRANSCRIBER=os.environ.get("TRANSCRIBER") or None,
         SWEEP_EVERY_SECONDS=float(os.environ.get("SWEEP_EVERY_SECONDS", "10")),
         LD_CONFIG=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,

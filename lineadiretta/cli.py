@@ -331,8 +331,14 @@ def simulate_sms(
 
         cfg = load_config(os.environ.get("LINEADIRETTA_CONFIG", "config.toml"))
         to = cfg.municipality[0].sms.numbers[0]
-    form = {"MessageSid": "SM" + secrets.token_hex(16), "AccountSid": "AC" + "0" * 32,
-            "From": from_, "To": to, "Body": " ".join(text), "NumMedia": str(len(media))}  # fmt: skip
+    form = {
+        "MessageSid": "SM" + secrets.token_hex(16),
+        "AccountSid": "AC" + "0" * 32,
+        "From": from_,
+        "To": to,
+        "Body": " ".join(text),
+        "NumMedia": str(len(media)),
+    }
     for i, m in enumerate(media):
         form[f"MediaUrl{i}"] = m
         form[f"MediaContentType{i}"] = "image/jpeg"
@@ -341,6 +347,60 @@ def simulate_sms(
         raise click.ClickException(f"HTTP {status}: {body.strip()[:300]}")
     messages = [unescape(m) for m in re.findall(r"<Message>(.*?)</Message>", body, re.S)]
     click.echo("\n".join(messages) if messages else "(no reply)")
+
+
+@simulate.command("call")
+@click.option("--from", "from_", required=True, help="The caller's number.")
+@click.option(
+    "--to", default=None, help="The municipality's voice number (default: the first configured)."
+)
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True)
+@click.option(
+    "--dial-result",
+    default="no-answer",
+    show_default=True,
+    type=click.Choice(["completed", "no-answer", "busy", "failed"]),
+    help="What happens when the IVR dials the operators.",
+)
+@click.option(
+    "--script",
+    "script",
+    multiple=True,
+    help="Keys or phrases to answer with, in order (repeatable); '' is silence. "
+    "Without --script the call is interactive.",
+)
+def simulate_call(
+    from_: str, to: str | None, url: str, dial_result: str, script: tuple[str, ...]
+) -> None:
+    """Play the IVR in the terminal as the provider would: prompts as text, keys or words."""
+    from ivr.simulator import HANGUP, Switchboard
+
+    if to is None:
+        from cases.config import load_config
+
+        cfg = load_config(os.environ.get("LINEADIRETTA_CONFIG", "config.toml"))
+        to = cfg.municipality[0].voice.numbers[0]
+
+    def post(path: str, form: dict[str, str]) -> tuple[int, str]:
+        return signed_webhook(url, path, form)
+
+    def ask(prompt: str) -> str:
+        try:
+            return input("keys or words (empty: silence, Ctrl-D: hang up) " + prompt)
+        except EOFError:
+            return HANGUP
+
+    board = Switchboard(
+        post,
+        from_=from_,
+        to=to,
+        inputs=list(script) if script else None,
+        ask=None if script else ask,
+        out=lambda line: click.echo(f"IVR: {line}"),
+        dial_result=dial_result,
+    )
+    log = board.run()
+    click.echo(f"(call {log.sid} ended: {log.ended_by or 'hung up'})")
 
 
 @main.command()

@@ -248,6 +248,34 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
             timeout=60,
         )
         assert sim.returncode == 0 and "/0000002" in sim.stdout, sim.stderr + sim.stdout
+        # and a citizen phones, through the switchboard simulator, from a script of answers
+        sim = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lineadiretta.cli",
+                "simulate",
+                "call",
+                "--from",
+                "+393351112233",
+                "--url",
+                base,
+                "--script",
+                "1",
+                "--script",
+                "1",
+                "--script",
+                "buca profonda in via Verdi 7",
+                "--script",
+                "1",
+            ],
+            env=sim_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sim.returncode == 0, sim.stderr + sim.stdout
+        assert "IVR: Benvenuti" in sim.stdout and "barra, 3" in sim.stdout, sim.stdout
         # the worker is a separate process consuming the embedded broker: the catch-up task
         # that `run` queues at start is executed there
         deadline = time.monotonic() + 60

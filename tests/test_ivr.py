@@ -124,8 +124,14 @@ def test_a_call_that_said_nothing_leaves_no_case(
 def test_speech_works_for_menus_and_categories(
     app: Flask, client: FlaskClient, muni: Municipality
 ) -> None:
-    log = call(client, muni, "vorrei fare una segnalazione", "illuminazione pubblica",
-               "lampione spento in piazza Duomo", "sì conferma")  # fmt: skip
+    log = call(
+        client,
+        muni,
+        "vorrei fare una segnalazione",
+        "illuminazione pubblica",
+        "lampione spento in piazza Duomo",
+        "sì conferma",
+    )
     assert_no_error(log)
     [case] = all_cases(app)
     assert case.category == "illuminazione"
@@ -339,3 +345,106 @@ def test_transcript_reaches_the_office_operators_queue(
     assert (
         "voice_case" in staff.get("urp", "/notifications").get_json()["items"][0]["kind"] and kinds
     )
+
+
+def test_sms_confirmation_only_to_a_mobile_that_has_not_opted_out(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    from cases.models import OptOut
+
+    landline = call(client, muni, "1", "1", "buca in via Roma", "1", frm="+390575111222")
+    assert "SMS di conferma" not in landline.text
+    with runtime(app).sessions() as s, s.begin():
+        s.add(
+            OptOut(
+                municipality=muni.code,
+                phone="+393471112223",
+                opted_out=True,
+                source="keyword:STOP",
+                updated_at=IN_HOURS,
+            )
+        )
+    opted = call(client, muni, "1", "1", "buca in via Po", "1", frm="+393471112223")
+    assert "SMS di conferma" not in opted.text
+    mobile = call(client, muni, "1", "1", "buca in via Dante", "1", frm="+393471112224")
+    assert "SMS di conferma" in mobile.text
+    with runtime(app).sessions() as s:
+        rows = {m.phone: m.status for m in s.scalars(select(OutboxMessage))}
+    assert rows["+390575111222"] == "suppressed"  # a landline cannot receive it
+
+
+def test_withheld_number_can_still_report(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    log = call(client, muni, "1", "1", "buca in via Roma", "1", frm="anonymous")
+    assert "registrata" in log.text and "SMS" not in log.text
+    [case] = all_cases(app)
+    assert case.phone is None and case.channel == "voice"
+
+
+def test_referents_get_an_sms_where_the_office_asks_for_it(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    from datetime import datetime as dt
+
+    from cases.db import transaction
+    from cases.notify import Ctx
+    from cases.services import create_user
+
+    office = next(o for o in muni.offices if o.notify_referents_by_sms)
+    cat = next(c for c in muni.categories if c.office == office.code)
+    with transaction(runtime(app).sessions) as s:
+        create_user(
+            s, Ctx(muni, dt.now(UTC)), "capo_pm", "referent", office.code, phone="+393489990000"
+        )
+    codes = [c.code for c in muni.categories if c.code != "altro"]
+    idx = codes.index(cat.code)
+    keys = ["1"] + ["9"] * (idx // 8) + [str(idx % 8 + 1)]
+    call(client, muni, *keys, "auto in doppia fila davanti al passo carraio", "1")
+    [case] = all_cases(app)
+    assert case.office == office.code
+    with runtime(app).sessions() as s:
+        alert = s.scalar(select(OutboxMessage).where(OutboxMessage.phone == "+393489990000"))
+    assert alert is not None and case.protocol in alert.body and "doppia fila" in alert.body
+
+
+def test_a_transcription_backend_adds_its_text_when_the_recording_is_ready(
+    app: Flask, client: FlaskClient, muni: Municipality, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.provider import FakeProvider
+    from workers import tasks
+
+    monkeypatch.delenv("TWILIO_EDGE", raising=False)
+    monkeypatch.delenv("TWILIO_REGION", raising=False)
+    sid = "AC" + "5" * 32
+    with FakeProvider(account_sid=sid, auth_token="tok") as fake:
+        app.config.update(
+            TWILIO_ACCOUNT_SID=sid,
+            TWILIO_AUTH_TOKEN="tok",
+            TWILIO_API_BASE_URL=fake.base_url,
+            TRANSCRIBER="tests.fakes.transcriber:BytesAsText",
+        )
+        audio = fake.add_media("c'è una buca in via Roma".encode(), "audio/x-wav")
+
+        def signed_with_tok(path: str, form: dict[str, str]) -> tuple[int, str]:
+            r = signed_post(client, path, form, token="tok")
+            return r.status_code, r.get_data(as_text=True)
+
+        Switchboard(
+            signed_with_tok,
+            from_=CALLER,
+            to=muni.voice.numbers[0],
+            inputs=["1", "1", "buca in via Roma", "1"],
+            recording_url=lambda _rid: audio,
+        ).run()
+        [case] = all_cases(app)
+        with runtime(app).sessions() as s:
+            att = s.scalar(select(Attachment).where(Attachment.case_id == case.id))
+            assert att is not None and att.kind == "recording" and att.state == "pending"
+        with app.app_context():
+            assert tasks.fetch_media.run(att.id) == "transcribed"  # the worker's step, run here
+    with runtime(app).sessions() as s:
+        c = s.get(Case, case.id)
+        assert c is not None and c.events[-1].action == "transcript"
+        assert c.events[-1].note == "[it] c'è una buca in via Roma" and not c.events[-1].public
+        assert c.attachments[0].state == "available"

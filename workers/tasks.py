@@ -20,6 +20,7 @@ from cases.models import Attachment, Case
 from cases.notify import Ctx
 from cases.services import flag_overdue as flag_overdue_cases
 from cases.services import take_lease
+from cases.workflow import Outcome, system_step
 from sms.outbound import Sender
 from sms.provider import SendError, provider_from_config
 from sms.ratelimit import Limiter, LocalLimiter, RedisLimiter
@@ -144,6 +145,8 @@ def fetch_media(self: Any, attachment_id: int) -> str:
             return "skipped"
         case = s.get(Case, att.case_id)
         assert case is not None
+        if att.kind == "recording":
+            return _recording_ready(s, att, case)
         rules = rt.config.get(case.municipality).sms
         try:
             data, ctype = sender().provider.fetch_media(att.source_url, rules.max_media_bytes)
@@ -168,3 +171,27 @@ def fetch_media(self: Any, attachment_id: int) -> str:
             "media %d of case %s stored (%d bytes, %s)", att.id, case.protocol, len(data), ctype
         )
         return "stored"
+
+
+def _recording_ready(s: Any, att: Attachment, case: Case) -> str:
+    """A call recording stays with the provider; a configured backend may transcribe it."""
+    from ivr.transcription import load_transcriber
+    from lineadiretta.app import runtime
+
+    att.state = "available"
+    backend = load_transcriber(current_app.config.get("TRANSCRIBER"))
+    if backend.name == "spoken-input":
+        return "available"
+    muni = runtime(current_app).config.get(case.municipality)
+    audio, ctype = sender().provider.fetch_media(att.source_url, 50_000_000)
+    text = backend.transcribe(audio, ctype, case.language)
+    if text:
+        system_step(
+            s,
+            Ctx(muni, utcnow()),
+            case,
+            "transcript",
+            Outcome(None, note=text, data={"attachment": att.id, "backend": backend.name}),
+        )
+        log.info("recording %d of case %s transcribed by %s", att.id, case.protocol, backend.name)
+    return "transcribed" if text else "available"

@@ -129,16 +129,7 @@ def register_case(
     s.add(case)
     s.flush()
     for a in attachments or []:
-        case.attachments.append(
-            Attachment(
-                case_id=case.id,
-                kind=a.kind,
-                source_url=a.source_url,
-                content_type=a.content_type,
-                duration_seconds=a.duration_seconds,
-                created_at=ctx.now,
-            )
-        )
+        add_attachment(s, ctx, case, a)
     system_step(
         s,
         ctx,
@@ -184,8 +175,7 @@ def add_attachment(s: Session, ctx: Ctx, case: Case, a: NewAttachment) -> Attach
         duration_seconds=a.duration_seconds,
         created_at=ctx.now,
     )
-    case.attachments.append(row)
-    s.add(row)
+    case.attachments.append(row)  # the case is in the session: the row goes with it
     return row
 
 

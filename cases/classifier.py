@@ -9,6 +9,7 @@ evidence, so two categories matching equally give a low confidence and URP decid
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -103,9 +104,16 @@ _STOP = frozenset(
 )
 
 
-@lru_cache(maxsize=1)
+_local = threading.local()
+
+
 def _stemmer() -> snowballstemmer.stemmer:
-    return snowballstemmer.stemmer("italian")
+    """One stemmer per thread: a Snowball stemmer keeps state while it works and, shared by
+    gthread workers, raised IndexError or returned another word's stem."""
+    stemmer = getattr(_local, "stemmer", None)
+    if stemmer is None:
+        stemmer = _local.stemmer = snowballstemmer.stemmer("italian")
+    return stemmer
 
 
 def fold(text: str) -> str:

@@ -162,3 +162,50 @@ def test_plural_h_and_elisions_meet_their_keyword() -> None:
 
     assert tokens("buca") == tokens("buche")
     assert tokens("perdita d'acqua") == tokens("perdita di acqua") == tokens("PERDITE dell'acqua")
+
+
+def test_stemming_is_safe_under_threads() -> None:
+    """gthread workers classify concurrently: every thread must get the stems it asked for."""
+    import random
+    import threading
+
+    import snowballstemmer
+
+    from cases import classifier
+
+    words = [
+        f"{base}{suffix}"
+        for base in (
+            "lampion",
+            "buc",
+            "marciapied",
+            "rifiut",
+            "semafor",
+            "alber",
+            "tombin",
+            "cassonett",
+        )
+        for suffix in ("e", "i", "a", "o", "hi", "ato")
+    ]
+    reference = snowballstemmer.stemmer("italian")
+    expected = {w: reference.stemWord(w) for w in words}
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(3000):
+            w = rng.choice(words)
+            try:
+                got = classifier._stemmer().stemWord(w)
+            except Exception as exc:  # the shared stemmer raised IndexError
+                errors.append(repr(exc))
+                continue
+            if got != expected[w]:
+                errors.append(f"{w}: {got} != {expected[w]}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -104,11 +104,9 @@ def register_case(
         category = suggestion.category
 
     year = protocol_year(ctx.now, ctx.muni.tz)
-    number = next_number(s, ctx.muni.code, year)
     case = Case(
         municipality=ctx.muni.code,
         year=year,
-        number=number,
         registered_at=ctx.now,
         channel=channel.value,
         phone=e164,
@@ -126,8 +124,6 @@ def register_case(
         long=long,
     )
     case.due_at = due_for(ctx, case)
-    s.add(case)
-    s.flush()
     for a in attachments or []:
         add_attachment(s, ctx, case, a)
     system_step(
@@ -161,6 +157,12 @@ def register_case(
                 data={"office": route.office, "category": category, "automatic": True},
             ),
         )
+    # The number last: the counter row stays locked from here to the commit, so everything
+    # that can be prepared without it is prepared before (shorter queue under load).
+    s.add(case)
+    with s.no_autoflush:
+        case.number = next_number(s, ctx.muni.code, year)
+    s.flush()
     if confirm_by_sms:
         queue_citizen_text(s, ctx, case, "registered")
     return case

@@ -87,24 +87,27 @@ class Sender:
         if not wanted:
             return token, []
         with transaction(self.sessions) as s:
-            s.execute(
-                update(OutboxMessage)
-                .where(
-                    OutboxMessage.id.in_(wanted),
-                    OutboxMessage.status.in_(
-                        [OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]
-                    ),
-                    OutboxMessage.not_before <= now,
+            # one statement claims and returns the rows (no second look-up by token)
+            rows = list(
+                s.scalars(
+                    update(OutboxMessage)
+                    .where(
+                        OutboxMessage.id.in_(wanted),
+                        OutboxMessage.status.in_(
+                            [OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]
+                        ),
+                        OutboxMessage.not_before <= now,
+                    )
+                    .values(
+                        status=OutboxStatus.CLAIMED.value,
+                        claim_token=token,
+                        claimed_at=now,
+                        attempts=OutboxMessage.attempts + 1,
+                    )
+                    .returning(OutboxMessage),
+                    execution_options={"synchronize_session": False},
                 )
-                .values(
-                    status=OutboxStatus.CLAIMED.value,
-                    claim_token=token,
-                    claimed_at=now,
-                    attempts=OutboxMessage.attempts + 1,
-                )
-                .execution_options(synchronize_session=False)
             )
-            rows = list(s.scalars(select(OutboxMessage).where(OutboxMessage.claim_token == token)))
         return token, rows
 
     def send_ids(self, ids: Iterable[int]) -> dict[str, int]:

@@ -1,0 +1,265 @@
+"""IVR webhook throughput on PostgreSQL: a menu step and the report-registration step of the
+real app, against a bare Flask endpoint returning fixed TwiML, measured in the same run.
+
+    .venv/bin/python bench/ivr.py [--quick] [--workers 2] [--threads 4] [--connections 32]
+
+1. creates a throw-away PostgreSQL database and migrates it; creates one call in progress per
+   request to come (calls rows, as /ivr/incoming would leave them), so each request is a new
+   turn of a real call and nothing is answered from the replay store;
+2. precomputes signed provider requests: menu steps (POST /ivr/menu/1, Digits=2: the caller
+   asks for a case's status) and registration steps (POST /ivr/confirm/3, Digits=1: the
+   caller confirms a described report, which registers a case with a protocol number);
+3. loads the bare app, the menu step, the registration step, then the bare app again, with
+   the same gunicorn settings and N keep-alive connections from a separate process;
+4. prints requests/s, p50/p99 and the ratios; target: a menu step >= 0.70 of the bare app.
+
+Never asserts timings; exits 0 unless the benchmark itself could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import secrets
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import (
+    ROOT,
+    free_port,
+    pg_setting,
+    scratch_database,
+    sigterm_as_interrupt,
+    table,
+    verdict,
+)
+from inbound_sms import serve_and_load
+
+TOKEN = "bench-auth-token"
+ACCOUNT = "AC" + "c" * 32
+TO = "+390575123400"  # Monteverde's voice number in config.toml
+MUNI = "monteverde"
+TARGET_MENU = 0.70
+
+
+def make_calls(url: str, prefix: str, n: int, state: dict[str, object]) -> list[str]:
+    """n calls in progress, as the earlier steps would have left them."""
+    from sqlalchemy import insert
+
+    from cases.db import make_engine
+    from cases.models import Call
+
+    now = datetime.now(UTC)
+    sids = [f"CA{prefix}{i:030d}"[:34] for i in range(n)]
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for start in range(0, n, 2000):
+            conn.execute(
+                insert(Call),
+                [
+                    {
+                        "call_sid": sid,
+                        "municipality": MUNI,
+                        "from_phone": f"+39347{i:07d}",
+                        "to_phone": TO,
+                        "language": "it",
+                        "state": state,
+                        "started_at": now,
+                        "updated_at": now,
+                    }
+                    for i, sid in enumerate(sids[start : start + 2000], start=start)
+                ],
+            )
+    engine.dispose()
+    return sids
+
+
+def signed(
+    sids: list[str], path: str, extra: dict[str, str], port: int, public: str
+) -> list[bytes]:
+    from twilio.request_validator import RequestValidator
+
+    validator = RequestValidator(TOKEN)
+    out = []
+    for i, sid in enumerate(sids):
+        params = {
+            "CallSid": sid,
+            "AccountSid": ACCOUNT,
+            "From": f"+39347{i:07d}",
+            "To": TO,
+            "CallStatus": "in-progress",
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+            **extra,
+        }
+        body = urlencode(params).encode()
+        sig = validator.compute_signature(public + path, params)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: TwilioProxy/1.1\r\n"
+            "Content-Type: application/x-www-form-urlencoded; charset=UTF-8\r\n"
+            f"X-Twilio-Signature: {sig}\r\nI-Twilio-Idempotency-Token: {secrets.token_hex(16)}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        out.append(head.encode("latin-1") + body)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--worker-connections", type=int, default=None)
+    parser.add_argument("--warmup", type=float, default=None)
+    parser.add_argument("--duration", type=float, default=None)
+    args = parser.parse_args()
+    args.worker_connections = args.worker_connections or -(-args.connections // args.workers)
+    args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 4.0)
+    args.duration = args.duration if args.duration is not None else (6.0 if args.quick else 15.0)
+    pool = int((args.warmup + args.duration) * 1500)
+    sigterm_as_interrupt()
+
+    with (
+        tempfile.TemporaryDirectory(prefix="ld-bench-ivr-") as tmp,
+        scratch_database("ld_bench_ivr") as url,
+    ):
+        bare_port, app_port = free_port(), free_port()
+        public = f"http://127.0.0.1:{app_port}"
+        t0 = time.perf_counter()
+        menu_calls = make_calls(url, "m", pool, {"turn": 0})
+        report_calls = make_calls(
+            url,
+            "r",
+            pool,
+            {
+                "turn": 2,
+                "mode": "report",
+                "category": "strade",
+                "recording": True,
+                "transcript": "C'è una buca profonda in via Roma 12, davanti alla farmacia",
+            },
+        )
+        files = {}
+        for name, sids, path, extra in (
+            ("menu", menu_calls, "/ivr/menu/1", {"Digits": "2"}),
+            ("register", report_calls, "/ivr/confirm/3", {"Digits": "1"}),
+        ):
+            files[name] = os.path.join(tmp, f"{name}.pickle")
+            with open(files[name], "wb") as f:
+                pickle.dump(signed(sids, path, extra, app_port, public), f)
+        print(
+            f"prepared {pool:,} calls per step and their signed requests in {time.perf_counter() - t0:.1f}s"
+        )
+        base_env = {
+            k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TWILIO_ACCOUNT_SID")
+        }
+        bare_env = dict(base_env, PYTHONPATH=str(ROOT))
+        app_env = dict(
+            base_env,
+            DATABASE_URL=url,
+            SECRET_KEY="bench",
+            TWILIO_AUTH_TOKEN=TOKEN,
+            PUBLIC_BASE_URL=public,
+            LINEADIRETTA_CONFIG=str(ROOT / "config.toml"),
+            LOG_LEVEL="WARNING",
+            INSTANCE_PATH=os.path.join(tmp, "instance"),
+        )
+        dbname = url.rsplit("/", 1)[1]
+        bare = "bench.bare_ivr_app:create_app()"
+        real = "lineadiretta.app:create_app()"
+        r_bare1 = serve_and_load(
+            "bare-before", bare, bare_env, bare_port, files["menu"], args, tmp, "/", cycle=True
+        )
+        r_menu = serve_and_load(
+            "menu",
+            real,
+            app_env,
+            app_port,
+            files["menu"],
+            args,
+            tmp,
+            "/healthz",
+            cycle=False,
+            dbname=dbname,
+        )
+        r_reg = serve_and_load(
+            "register",
+            real,
+            app_env,
+            app_port,
+            files["register"],
+            args,
+            tmp,
+            "/healthz",
+            cycle=False,
+            dbname=dbname,
+        )
+        r_bare2 = serve_and_load(
+            "bare-after", bare, bare_env, bare_port, files["menu"], args, tmp, "/", cycle=True
+        )
+        sync_commit = pg_setting(url, "synchronous_commit")
+        import psycopg
+        from _common import libpq_url
+
+        with psycopg.connect(libpq_url(dbname)) as conn:
+            n, lo, hi = conn.execute(
+                "SELECT count(*), min(number), max(number) FROM cases"
+            ).fetchone()  # type: ignore[misc]
+
+    bare_rps = (r_bare1["rps"] + r_bare2["rps"]) / 2
+    rows = [
+        [
+            "bare Flask, fixed TwiML",
+            f"{bare_rps:,.0f}",
+            f"{r_bare1['p50_ms']:.1f}",
+            f"{r_bare1['p99_ms']:.1f}",
+            "1.00",
+            "",
+        ],
+        [
+            "menu step (/ivr/menu)",
+            f"{r_menu['rps']:,.0f}",
+            f"{r_menu['p50_ms']:.1f}",
+            f"{r_menu['p99_ms']:.1f}",
+            f"{r_menu['rps'] / bare_rps:.2f}",
+            verdict(r_menu["rps"] / bare_rps >= TARGET_MENU),
+        ],
+        [
+            "registration step (/ivr/confirm)",
+            f"{r_reg['rps']:,.0f}",
+            f"{r_reg['p50_ms']:.1f}",
+            f"{r_reg['p99_ms']:.1f}",
+            f"{r_reg['rps'] / bare_rps:.2f}",
+            "",
+        ],
+    ]
+    print()
+    print(
+        f"gunicorn {args.worker_class} --workers {args.workers} --threads {args.threads}; "
+        f"{args.connections} keep-alive connections; synchronous_commit={sync_commit}"
+    )
+    print(
+        table(
+            ["endpoint", "req/s", "p50 ms", "p99 ms", "ratio", f"target menu >= {TARGET_MENU}"],
+            rows,
+        )
+    )
+    print(
+        f"errors: menu {r_menu['errors_total']}, register {r_reg['errors_total']}; cases registered "
+        f"{n}, numbers {lo}..{hi} ({'gap-free' if n == 0 or (lo == 1 and hi == n) else 'GAPS'})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

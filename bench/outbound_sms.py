@@ -460,10 +460,17 @@ def anatomy(url: str, base_url: str, n: int) -> tuple[list[tuple[str, float, flo
             finally:
                 add("finish (UPDATE + COMMIT)", time.perf_counter() - w, time.thread_time() - c)
 
-        def _send_one(self, row: Any, token: str) -> str:
+        def _record_sent(self, token: str, sent: Any) -> None:
             w, c = time.perf_counter(), time.thread_time()
             try:
-                return super()._send_one(row, token)
+                super()._record_sent(token, sent)
+            finally:
+                add("finish (UPDATE + COMMIT)", time.perf_counter() - w, time.thread_time() - c)
+
+        def _send_one(self, row: Any, token: str, *args: Any) -> str:
+            w, c = time.perf_counter(), time.thread_time()
+            try:
+                return super()._send_one(row, token, *args)
             finally:
                 add("_send_one total", time.perf_counter() - w, time.thread_time() - c)
 

@@ -16,17 +16,18 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cases.config import Config
 from cases.db import transaction
-from cases.models import OutboxMessage, OutboxStatus, Role
+from cases.models import OptOut, OutboxMessage, OutboxStatus, Role
 from cases.notify import Ctx, notify_staff, staff_of
 from cases.phone import mask_phone
 from sms.gsm import segments
-from sms.inbound import is_opted_out, set_opt_out
+from sms.inbound import set_opt_out
 from sms.provider import SendError, SmsProvider
 from sms.ratelimit import Limiter
 
@@ -110,20 +111,62 @@ class Sender:
             )
         return token, rows
 
-    def send_ids(self, ids: Iterable[int]) -> dict[str, int]:
-        """Send these rows, each claimed just before its own send; returns a count per outcome.
+    @property
+    def chunk(self) -> int:
+        """How many rows one claim may hold: all of them are sent before the claim could go
+        stale (each send is bounded by the provider timeout plus the longest rate wait), so
+        the sweeper never takes back a row that a live worker is about to send."""
+        longest = getattr(self.provider, "timeout", 0.0) + MAX_RATE_WAIT + 1
+        return max(1, min(50, int(self.claim_timeout.total_seconds() // longest)))
 
-        Claiming one row at a time keeps every claim younger than one send (provider timeout
-        plus the longest rate wait), so the sweeper never takes back a row that a live worker
-        is about to send.
-        """
+    def send_ids(self, ids: Iterable[int]) -> dict[str, int]:
+        """Send these rows in claimed chunks; returns a count per outcome."""
+        wanted = list(ids)
         counts: dict[str, int] = {}
-        for rid in ids:
-            token, rows = self.claim([rid])
-            for row in rows:
-                outcome = self._send_one(row, token)
-                counts[outcome] = counts.get(outcome, 0) + 1
+        for i in range(0, len(wanted), self.chunk):
+            token, rows = self.claim(wanted[i : i + self.chunk])
+            if not rows:
+                continue
+            with self.sessions() as s:
+                opted = {
+                    (o.municipality, o.phone)
+                    for o in s.scalars(
+                        select(OptOut).where(
+                            OptOut.opted_out.is_(True),
+                            OptOut.phone.in_({r.phone for r in rows}),
+                        )
+                    )
+                }
+            sent: list[dict[str, object]] = []
+            try:
+                for row in rows:
+                    outcome = self._send_one(
+                        row, token, (row.municipality, row.phone) in opted, sent
+                    )
+                    counts[outcome] = counts.get(outcome, 0) + 1
+            finally:
+                self._record_sent(token, sent)  # one transaction for the chunk's accepted texts
         return counts
+
+    def _record_sent(self, token: str, sent: list[dict[str, object]]) -> None:
+        if not sent:
+            return
+        t = cast(Table, OutboxMessage.__table__)
+        stmt = (
+            update(t)
+            .where(t.c.id == bindparam("b_id"), t.c.claim_token == token)
+            .values(
+                status=OutboxStatus.SENT.value,
+                provider_sid=bindparam("b_sid"),
+                delivery_status=bindparam("b_status"),
+                sent_at=bindparam("b_at"),
+                claim_token=None,
+                error=None,
+                error_code=None,
+            )
+        )
+        with transaction(self.sessions) as s:
+            s.connection().execute(stmt, sent)
 
     def _finish(self, row_id: int, token: str, **values: object) -> bool:
         with transaction(self.sessions) as s:
@@ -135,10 +178,10 @@ class Sender:
             )
             return bool(res.rowcount)  # type: ignore[attr-defined]
 
-    def _send_one(self, row: OutboxMessage, token: str) -> str:
+    def _send_one(
+        self, row: OutboxMessage, token: str, opted_out: bool, sent: list[dict[str, object]]
+    ) -> str:
         muni = self.config.get(row.municipality)
-        with self.sessions() as s:
-            opted_out = is_opted_out(s, row.municipality, row.phone)
         if opted_out:
             self._finish(row.id, token, status=OutboxStatus.SUPPRESSED.value, error="opted out")
             return "suppressed"
@@ -164,24 +207,22 @@ class Sender:
             else None
         )
         try:
-            sent = self.provider.send(row.phone, sender, row.body, callback)
+            accepted = self.provider.send(row.phone, sender, row.body, callback)
         except SendError as exc:
             return self._failed(row, token, exc)
-        self._finish(
-            row.id,
-            token,
-            status=OutboxStatus.SENT.value,
-            provider_sid=sent.sid,
-            sent_at=self.clock(),
-            delivery_status=sent.status,
-            error=None,
-            error_code=None,
+        sent.append(
+            {
+                "b_id": row.id,
+                "b_sid": accepted.sid,
+                "b_status": accepted.status,
+                "b_at": self.clock(),
+            }
         )
         log.info(
             "outbox %d: sent to %s as %s (case %s)",
             row.id,
             mask_phone(row.phone),
-            sent.sid,
+            accepted.sid,
             row.case_id,
         )
         return "sent"

@@ -228,6 +228,9 @@ def test_english(app: Flask, client: FlaskClient, muni: Municipality) -> None:
     )
     [case] = all_cases(app)
     assert case.language == "en"
+    with runtime(app).sessions() as s:
+        sms = s.scalar(select(OutboxMessage).where(OutboxMessage.case_id == case.id))
+    assert sms is not None and sms.language == "en" and "your report is registered" in sms.body
 
 
 def test_wrong_keys_and_silence_repeat_then_no_dead_end(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from cases.errors import Invalid
 from cases.models import Case, InboundKind, InboundMessage, OptOut
-from cases.notify import Ctx, render, render_text
+from cases.notify import Ctx, office_name, render, render_text, status_label
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
 from cases.protocol import parse_protocol, protocol_year
 from cases.services import (
@@ -99,22 +99,10 @@ def _status_reply(
         "sms_status_other",
         lang,
         protocol=case.protocol,
-        status=_label(case.status, lang),
-        office=_office(ctx, case, lang),
+        status=status_label(case.status, lang),
+        office=office_name(ctx.muni, case.office, lang),
     )
     return other, None
-
-
-def _label(status: str, lang: str) -> str:
-    from cases.notify import status_label
-
-    return status_label(status, lang)
-
-
-def _office(ctx: Ctx, case: Case, lang: str) -> str:
-    from cases.notify import office_name
-
-    return office_name(ctx.muni, case.office, lang)
 
 
 def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:

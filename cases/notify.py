@@ -131,13 +131,26 @@ def queue_citizen_text(
     to = phone or case.phone
     if not to:
         return None
+    return queue_text(session, ctx, to, render(ctx, key, case, **values), key, case, case.language)
+
+
+def queue_text(
+    session: Session,
+    ctx: Ctx,
+    to: str,
+    body: str,
+    template: str,
+    case: Case | None,
+    language: str,
+) -> OutboxMessage:
+    """Write one outbox row: sent after commit, after the quiet hours, only to a mobile."""
     msg = OutboxMessage(
         municipality=ctx.muni.code,
-        case_id=case.id,
+        case_id=case.id if case else None,
         phone=to,
-        template=key,
-        language=case.language,
-        body=render(ctx, key, case, **values),
+        template=template,
+        language=language,
+        body=body,
         status=OutboxStatus.PENDING.value,
         created_at=ctx.now,
         not_before=next_send_time(ctx.muni, ctx.now),

@@ -16,7 +16,15 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from cases.classifier import fold
 from cases.errors import Invalid
 from cases.models import OPEN_STATUSES, Call, Case, Channel, Role
-from cases.notify import Ctx, notify_staff, office_name, staff_of, status_label
+from cases.notify import (
+    Ctx,
+    notify_staff,
+    office_name,
+    office_queue_staff,
+    queue_text,
+    staff_of,
+    status_label,
+)
 from cases.phone import is_mobile, mask_phone
 from cases.protocol import parse_protocol, protocol_year
 from cases.services import (
@@ -313,7 +321,6 @@ def register_call_case(t: Turn, note: str = "") -> Case:
 
 def route_to_operators(t: Turn, case: Case, note: str = "") -> None:
     """The office's operators (URP when uncategorised) get the transcript in their queue."""
-    from cases.notify import office_queue_staff
 
     others = t.s.execute(
         select(Case.year, Case.number)
@@ -335,24 +342,10 @@ def route_to_operators(t: Turn, case: Case, note: str = "") -> None:
     notify_staff(t.s, t.ctx, staff, "voice_case", case, text, data)
     office = t.ctx.muni.office(case.office)
     if office is not None and office.notify_referents_by_sms:
-        from cases.models import OutboxMessage, OutboxStatus
-        from cases.notify import next_send_time
-
+        body = f"{t.ctx.muni.name}: nuova segnalazione telefonica {case.protocol}: {case.original_text[:200]}"
         for ref in staff_of(t.s, t.ctx.muni.code, office=office.code, roles=(Role.REFERENT,)):
             if ref.phone:
-                t.s.add(
-                    OutboxMessage(
-                        municipality=t.ctx.muni.code,
-                        case_id=case.id,
-                        phone=ref.phone,
-                        template="staff_voice_case",
-                        language="it",
-                        body=f"{t.ctx.muni.name}: nuova segnalazione telefonica {case.protocol}: {case.original_text[:200]}",
-                        status=OutboxStatus.PENDING.value,
-                        created_at=t.ctx.now,
-                        not_before=next_send_time(t.ctx.muni, t.ctx.now),
-                    )
-                )
+                queue_text(t.s, t.ctx, ref.phone, body, "staff_voice_case", case, "it")
 
 
 # ------------------------------------------------------------------ status

@@ -97,6 +97,25 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(ivr_bp)
 
+    from flask_wtf.csrf import CSRFProtect
+
+    # CSRF is checked only where the console asks for it (webhooks and APIs carry no cookies).
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # the token lives as long as the login
+    CSRFProtect(app)
+
+    from console.views import bp as console_bp
+
+    app.register_blueprint(console_bp)
+
+    from track.views import bp as track_bp
+
+    app.register_blueprint(track_bp)
+
+    from open311.views import bp as open311_bp
+
+    app.register_blueprint(open311_bp)
+
     from workers.celery_app import celery_init_app
 
     celery_init_app(app)

@@ -38,6 +38,9 @@ TABLES = (
     "opt_outs",
     "call_steps",
     "calls",
+    "api_keys",
+    "reply_templates",
+    "staff_sessions",
 )
 
 

@@ -72,10 +72,28 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_url() -> str:
+def pg_url() -> Iterator[str]:
     url = need("TEST_DATABASE_URL", "PostgreSQL")
-    upgrade(url)
-    return url
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        upgrade(url)
+        yield url
+        return
+    # Under pytest-xdist each worker gets a database of its own: tests truncate between runs.
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    admin = make_engine(base.set(database="postgres").render_as_string(hide_password=False))
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    own = base.set(database=name).render_as_string(hide_password=False)
+    upgrade(own)
+    yield own
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def _truncate(url: str) -> None:

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -102,7 +103,7 @@ class TwilioProvider:
         if base_url:
             self.client.api.base_url = base_url.rstrip("/")
         self._media = requests.Session()
-        self._media.auth = (account_sid, auth_token)
+        self._own_hosts = {urlsplit(base_url).netloc.lower()} if base_url else set()
 
     def _retry_after(self) -> float | None:
         last = self._http.last
@@ -157,8 +158,18 @@ class TwilioProvider:
                 return str(m.sid)
         return None
 
+    def _is_own(self, url: str) -> bool:
+        """A URL of the provider itself (its API hosts, or the configured base URL)."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        own = host == "twilio.com" or host.endswith(".twilio.com")
+        return (parts.scheme == "https" and own) or parts.netloc.lower() in self._own_hosts
+
     def fetch_media(self, url: str, max_bytes: int) -> tuple[bytes, str]:
-        with self._media.get(url, stream=True, timeout=30, allow_redirects=True) as r:
+        # The account's credentials go only to the provider: a media URL from elsewhere (an
+        # Open311 app's media_url) is fetched without them. Redirects drop them (requests).
+        auth = (self.account_sid, self.auth_token) if self._is_own(url) else None
+        with self._media.get(url, stream=True, timeout=30, allow_redirects=True, auth=auth) as r:
             if r.status_code != 200:
                 raise SendError(
                     f"media download failed: HTTP {r.status_code}",

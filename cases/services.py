@@ -67,11 +67,13 @@ def register_case(
     lat: float | None = None,
     long: float | None = None,
     confirm_by_sms: bool = True,
+    registration_data: dict[str, Any] | None = None,
 ) -> Case:
     """Register a contact as a case with its protocol number, in the caller's transaction.
 
     The number and date are taken here, in one step with no operator in between (art. 53);
     if anything later in the transaction fails, the number is not consumed.
+    `registration_data` joins the registration event's (staff-only) data, e.g. who sent it.
     """
     try:
         channel = Channel(channel)
@@ -136,6 +138,7 @@ def register_case(
             note="",
             public=True,
             data={
+                **(registration_data or {}),  # first: the register's own keys win
                 "channel": channel.value,
                 "suggested": case.suggested_category,
                 "confidence": case.suggestion_confidence,

@@ -224,6 +224,36 @@ def user_add(
     click.echo(token)
 
 
+@main.group("apikey")
+def apikey_group() -> None:
+    """Open311 API keys for outside apps."""
+
+
+@apikey_group.command("add")
+@click.argument("name")
+@click.option("--municipality", default=None, help="The municipality the key may report to.")
+def apikey_add(name: str, municipality: str | None) -> None:
+    """Issue an Open311 API key for an outside app; prints it once, alone on the last line."""
+    os.environ.setdefault("SECRET_KEY", "cli")
+    app = _app()
+    from cases.apikeys import create_api_key
+    from cases.clock import utcnow
+    from cases.db import transaction
+    from cases.errors import DomainError
+    from cases.notify import Ctx
+    from lineadiretta.app import runtime
+
+    muni = _muni(app, municipality)
+    try:
+        with transaction(runtime(app).sessions) as s:
+            _, key = create_api_key(s, Ctx(muni, utcnow()), name)
+    except DomainError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created Open311 API key {name!r} for {muni.code} (jurisdiction_id {muni.code})")
+    click.echo("API key (shown once):")
+    click.echo(key)
+
+
 @main.command()
 @click.option("--date", "day", required=True, help="YYYY-MM-DD, in the municipality's time zone.")
 @click.option(

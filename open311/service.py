@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
@@ -49,6 +49,7 @@ MAX_NAME = 100
 MAX_EMAIL = 254
 MAX_URL = 2000
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not storable or not valid XML
 TOKEN_SALT = "open311-token"
 
 
@@ -133,6 +134,8 @@ def _field(form: Mapping[str, Any], name: str, limit: int) -> str | None:
     if not isinstance(value, str):
         raise Open311Error(400, f"{name} must be text")
     value = value.strip()
+    if _CONTROL.search(value):
+        raise Open311Error(400, f"{name} contains control characters")
     if len(value) > limit:
         raise Open311Error(400, f"{name} is longer than {limit} characters")
     return value or None
@@ -451,7 +454,7 @@ def read_token(secret: str, token: str) -> tuple[str, str]:
     """(municipality code, service_request_id) of a token we issued; 404 otherwise."""
     try:
         value = URLSafeSerializer(secret, salt=TOKEN_SALT).loads(token)
-    except BadSignature:
+    except BadData:
         raise Open311Error(404, "unknown token") from None
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
         raise Open311Error(404, "unknown token")

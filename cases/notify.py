@@ -91,10 +91,10 @@ def render_text(ctx: Ctx, key: str, language: str, **values: str) -> str:
     return ctx.muni.template(key, language).format_map(fields).strip()
 
 
-def render(ctx: Ctx, key: str, case: Case, **values: str) -> str:
-    """Fill a citizen template in the case's language."""
+def case_fields(ctx: Ctx, case: Case) -> dict[str, str]:
+    """The placeholders a text about this case may use, in the case's language."""
     lang = case.language
-    fields = {
+    return {
         "protocol": case.protocol,
         "office": office_name(ctx.muni, case.office, lang),
         "operator": case.assignee.display_name if case.assignee else "",
@@ -102,8 +102,13 @@ def render(ctx: Ctx, key: str, case: Case, **values: str) -> str:
         "link": track_link(ctx, case),
         "status": status_label(getattr(case, "status", "") or "", lang),
     }
+
+
+def render(ctx: Ctx, key: str, case: Case, **values: str) -> str:
+    """Fill a citizen template in the case's language."""
+    fields = case_fields(ctx, case)
     fields.update(values)
-    return render_text(ctx, key, lang, **fields)
+    return render_text(ctx, key, case.language, **fields)
 
 
 def next_send_time(muni: Municipality, now: datetime) -> datetime:

@@ -1,9 +1,867 @@
-"""The operators' web console (/console): server-rendered pages over the domain's functions."""
+"""The operators' web console (/console): server-rendered pages over the domain's functions.
+
+Views stay thin: load the login, parse the form, call the same domain function the API calls
+(cases.workflow.perform for every step), commit, render. Roles and office scoping are never
+checked here on their own: the domain raises Forbidden/NotFound and the console shows it.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import logging
+import os
+import re
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
-bp = Blueprint(
-    "console", __name__, url_prefix="/console", template_folder="templates", static_folder="static"
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
 )
+from flask_wtf.csrf import CSRFError, generate_csrf
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from cases import answers, queues
+from cases.auth import SessionPolicy, check_login, end_session, session_user, start_session
+from cases.clock import utcnow
+from cases.config import Municipality
+from cases.errors import DomainError, Forbidden, IllegalTransition, Invalid, NotFound
+from cases.models import (
+    Attachment,
+    Case,
+    Role,
+    StaffNotification,
+    Status,
+    User,
+)
+from cases.notify import Ctx, render
+from cases.phone import mask_phone
+from cases.protocol import url_protocol
+from cases.services import (
+    CaseFilter,
+    case_for,
+    daily_register,
+    list_cases,
+    notifications_for,
+    open_cases_of,
+)
+from cases.workflow import STEPS, allowed_actions, perform
+from console.i18n import LANGUAGES, status_name, translate
+from lineadiretta.dispatch import after_commit
+from lineadiretta.web import ctx_for, db
+
+log = logging.getLogger(__name__)
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+)
+
+_PUBLIC_ENDPOINTS = {"console.login", "console.static"}
+_STATUS_OF = {NotFound: 404, Forbidden: 403, IllegalTransition: 409, Invalid: 400}
+HOME = {
+    Role.URP: "console.triage",
+    Role.REFERENT: "console.office",
+    Role.OPERATOR: "console.mine",
+    Role.SUPERVISOR: "console.dashboard",
+    Role.ADMIN: "console.dashboard",
+}
+
+
+def policy() -> SessionPolicy:
+    return SessionPolicy(
+        lifetime=timedelta(minutes=current_app.config.get("CONSOLE_SESSION_MINUTES", 600)),
+        idle=timedelta(minutes=current_app.config.get("CONSOLE_IDLE_MINUTES", 60)),
+    )
+
+
+def _config() -> Any:
+    from lineadiretta.app import runtime
+
+    return runtime(current_app).config
+
+
+def user() -> User:
+    u: User = g.user
+    return u
+
+
+def muni() -> Municipality:
+    m: Municipality = _config().get(user().municipality)
+    return m
+
+
+def ctx() -> Ctx:
+    return ctx_for(muni())
+
+
+def lang() -> str:
+    return str(g.get("lang", "it"))
+
+
+def t(key: str, **values: object) -> str:
+    return translate(lang(), key, **values)
+
+
+@bp.app_template_filter("ld_local")
+def _local(when: datetime | None, fmt: str = "%d/%m/%Y %H:%M") -> str:
+    if when is None:
+        return ""
+    tz = muni().tz if "user" in g else _config().municipality[0].tz
+    return when.astimezone(tz).strftime(fmt)
+
+
+@bp.context_processor
+def _inject() -> dict[str, Any]:
+    u = g.get("user")
+    return {
+        "t": t,
+        "lang": lang(),
+        "me": u,
+        "muni": muni() if u else None,
+        "status_name": lambda s: status_name(lang(), s),
+        "step_label": _step_label,
+        "url_protocol": lambda c: url_protocol(c.year, c.number),
+        "mask_phone": mask_phone,
+        "csrf_token": generate_csrf,
+        "category_name": _category_name,
+        "office_name": _office_name,
+        "now": utcnow(),
+        "nav": _nav(u) if u else [],
+    }
+
+
+def _step_label(action: str) -> str:
+    step = STEPS.get(action)
+    if step is None:
+        return {
+            "registered": "Registrato" if lang() == "it" else "Registered",
+            "overdue": "Scaduto" if lang() == "it" else "Overdue",
+            "citizen_message": "Messaggio del cittadino" if lang() == "it" else "Citizen message",
+            "transcript": t("transcript"),
+            "master_closed": "Chiuso con il caso principale"
+            if lang() == "it"
+            else "Closed with its master case",
+        }.get(action, action)
+    return step.label_en if lang() == "en" else step.label_it
+
+
+def _category_name(code: str | None) -> str:
+    cat = muni().category(code) if code else None
+    return cat.name(lang()) if cat else t("uncategorised")
+
+
+def _office_name(code: str | None) -> str:
+    office = muni().office(code) if code else None
+    if office is None:
+        return t("none")
+    return (office.name_en or office.name) if lang() == "en" else office.name
+
+
+def _nav(u: User) -> list[tuple[str, str]]:
+    role = Role(u.role)
+    items: list[tuple[str, str]] = []
+    if role in queues.TRIAGE_ROLES:
+        items.append(("console.triage", "triage"))
+    if role in queues.OFFICE_ROLES:
+        items.append(("console.office", "office_queue"))
+    if role in (Role.OPERATOR, Role.REFERENT):
+        items.append(("console.mine", "my_cases"))
+    items.append(("console.search", "search"))
+    if role in answers.KEEPERS:
+        items.append(("console.answers_list", "answers"))
+    if role in (Role.SUPERVISOR, Role.ADMIN):
+        items.append(("console.dashboard", "dashboard"))
+    items.append(("console.notifications", "notifications"))
+    return items
+
+
+# ---------------------------------------------------------------- login plumbing
+
+
+@bp.before_request
+def _load_login() -> Any:
+    g.lang = session.get("lang", "it") if session.get("lang") in LANGUAGES else "it"
+    if request.method == "POST":
+        current_app.extensions["csrf"].protect()
+    if request.endpoint in _PUBLIC_ENDPOINTS:
+        return None
+    s = db()
+    found = session_user(s, session.get("sid", ""), utcnow(), policy())
+    if found is None:
+        had = "sid" in session
+        session.pop("sid", None)
+        if request.endpoint == "console.notifications_json":
+            return jsonify(error="not logged in", status=401), 401
+        if had:
+            flash(t("session_expired"), "info")
+        target = request.full_path if request.method == "GET" else None
+        return redirect(url_for("console.login", next=target))
+    g.staff_session, g.user = found
+    g.lang = found[0].language
+    s.commit()  # the touch of last_seen_at, before the view's own work
+    return None
+
+
+@bp.after_request
+def _headers(resp: Response) -> Response:
+    resp.headers.setdefault("Cache-Control", "no-store")
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    resp.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
+        "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    )
+    return resp
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_error(exc: CSRFError) -> Any:
+    log.info("console %s %s -> 400: CSRF %s", request.method, request.path, exc.description)
+    return _page_error(400, t("csrf"))
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(exc: DomainError) -> Any:
+    status = next((v for k, v in _STATUS_OF.items() if isinstance(exc, k)), 400)
+    log.info("console %s %s -> %s: %s", request.method, request.path, status, exc)
+    return _page_error(status, str(exc))
+
+
+@bp.errorhandler(IntegrityError)
+def _integrity(exc: IntegrityError) -> Any:
+    log.warning("console %s %s -> 409: %s", request.method, request.path, exc.orig)
+    return _page_error(409, "the change conflicts with the register's rules; reload and retry")
+
+
+@bp.errorhandler(OperationalError)
+def _unavailable(exc: OperationalError) -> Any:
+    log.error("console %s %s -> 503: %s", request.method, request.path, exc.orig)
+    return _page_error(503, "the register is temporarily unavailable; retry shortly")
+
+
+def _page_error(status: int, message: str) -> Any:
+    s = g.get("db")
+    if s is not None:
+        s.rollback()
+    return render_template("console/error.html", status=status, message=message), status
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path of this console, never another site (no open redirect)."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
+        return None
+    return target
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    config = _config()
+    munis = config.municipality
+    if request.method == "GET":
+        return render_template("console/login.html", munis=munis, next=request.args.get("next"))
+    code = request.form.get("municipality") or munis[0].code
+    name = request.form.get("username", "")
+    password = request.form.get("password", "")
+    if code not in {m.code for m in munis} or not name or not password:
+        log.info("console login -> 400: incomplete form")
+        return render_template(
+            "console/login.html", munis=munis, error=t("login_failed"), next=None
+        ), 400
+    s = db()
+    now = utcnow()
+    try:
+        u = check_login(s, code, name, password, now)
+    except Invalid:
+        s.commit()  # the failure count (and any lockout) must stick
+        log.info("console login failed for %r in %s", name[:40], code)
+        return render_template(
+            "console/login.html", munis=munis, error=t("login_failed"), next=None
+        ), 401
+    chosen = request.form.get("lang") or session.get("lang") or "it"
+    sid = start_session(s, u, now, policy(), chosen if chosen in LANGUAGES else "it")
+    s.commit()
+    session.clear()  # a fresh cookie (and CSRF token) at every login: no session fixation
+    session.permanent = True
+    session["sid"] = sid
+    session["lang"] = chosen if chosen in LANGUAGES else "it"
+    log.info("console login: %s (%s) in %s", u.name, u.role, code)
+    return redirect(_safe_next(request.form.get("next")) or url_for(HOME[Role(u.role)]))
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    s = db()
+    end_session(s, session.get("sid", ""), utcnow())
+    s.commit()
+    log.info("console logout: %s", user().name)
+    session.clear()
+    flash(translate(g.lang, "logged_out"), "info")
+    return redirect(url_for("console.login"))
+
+
+@bp.post("/language")
+def language() -> Any:
+    chosen = request.form.get("lang", "it")
+    if chosen not in LANGUAGES:
+        raise Invalid("language must be it or en")
+    g.staff_session.language = chosen
+    db().commit()
+    session["lang"] = chosen
+    return redirect(_safe_next(request.form.get("next")) or url_for("console.home"))
+
+
+@bp.get("/")
+def home() -> Any:
+    return redirect(url_for(HOME[Role(user().role)]))
+
+
+# ---------------------------------------------------------------- lists
+
+
+def _csv_response(cases: list[Case], filename: str) -> Response:
+    from cases.stats import to_csv
+
+    tz = muni().tz
+    columns = [
+        "protocol",
+        "registered_at",
+        "channel",
+        "status",
+        "category",
+        "office",
+        "assignee",
+        "due_at",
+        "overdue",
+        "text",
+    ]
+    rows = [
+        [
+            c.protocol,
+            c.registered_at.astimezone(tz).isoformat(timespec="seconds"),
+            c.channel,
+            c.status,
+            c.category or "",
+            c.office or "",
+            c.assignee.name if c.assignee else "",
+            c.due_at.astimezone(tz).date().isoformat(),
+            "yes" if c.is_open and c.due_at < utcnow() else "",
+            c.original_text,
+        ]
+        for c in cases
+    ]
+    return Response(
+        to_csv(columns, rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _list_page(
+    title: str, cases: list[Case], *, csv_name: str, extra: dict[str, Any] | None = None
+) -> Any:
+    if request.args.get("format") == "csv":
+        return _csv_response(cases, csv_name)
+    return render_template(
+        "console/list.html", title=title, cases=cases, csv_name=csv_name, **(extra or {})
+    )
+
+
+@bp.get("/triage")
+def triage() -> Any:
+    tab = request.args.get("tab", "new")
+    if tab not in ("new", "to_close"):
+        raise Invalid("tab must be new or to_close")
+    s, c = db(), ctx()
+    cases = queues.triage(s, c, user()) if tab == "new" else queues.to_close(s, c, user())
+    if request.args.get("format") == "csv":
+        return _csv_response(cases, f"triage-{tab}.csv")
+    return render_template(
+        "console/triage.html",
+        cases=cases,
+        tab=tab,
+        offices=muni().offices,
+        categories=muni().categories,
+    )
+
+
+@bp.get("/office")
+def office() -> Any:
+    u = user()
+    code = u.office if u.role == Role.REFERENT else (request.args.get("office") or None)
+    if code is not None and muni().office(code) is None:
+        raise Invalid(f"unknown office {code!r}")
+    s, c = db(), ctx()
+    cases = queues.office_queue(s, c, u, code)
+    if request.args.get("format") == "csv":
+        return _csv_response(cases, f"office-{code or 'all'}.csv")
+    load = queues.operator_load(s, c, code) if code else []
+    return render_template(
+        "console/office.html", cases=cases, office=code, load=load, offices=muni().offices
+    )
+
+
+@bp.get("/mine")
+def mine() -> Any:
+    cases = queues.my_cases(db(), ctx(), user())
+    return _list_page(t("my_cases"), cases, csv_name="my-cases.csv")
+
+
+def _parse_date(name: str) -> date | None:
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"'{name}' must be a date as YYYY-MM-DD") from None
+
+
+@bp.get("/search")
+def search() -> Any:
+    q = (request.args.get("q") or "").strip()
+    date_from, date_to = _parse_date("from"), _parse_date("to")
+    status = request.args.get("status") or None
+    if status and status not in {s.value for s in Status} | {"open", "overdue"}:
+        raise Invalid(f"unknown status {status!r}")
+    if len(q) > 200:
+        raise Invalid("the search text is longer than 200 characters")
+    s, c, u = db(), ctx(), user()
+    cases: list[Case] = []
+    total = 0
+    searched = bool(q or date_from or date_to or status)
+    if searched:
+        f_status = None
+        overdue = None
+        if status == "open":
+            f_status = [x.value for x in (Status.RECEIVED, Status.ASSIGNED)] + [
+                Status.IN_PROGRESS.value,
+                Status.RESOLVED.value,
+            ]
+        elif status == "overdue":
+            overdue = True
+        elif status:
+            f_status = [status]
+        base = CaseFilter(status=f_status, date_from=date_from, date_to=date_to, overdue=overdue)
+        kind = _query_kind(q)
+        if kind == "protocol":
+            try:
+                cases, total = [case_for(s, c, u, q)], 1
+            except (NotFound, Invalid):
+                cases, total = [], 0
+        else:
+            f = replace(base, phone=q) if kind == "phone" else replace(base, text=q or None)
+            cases, total = list_cases(s, c, u, f, page=1, per_page=500)
+    if request.args.get("format") == "csv":
+        return _csv_response(cases, "search.csv")
+    return render_template(
+        "console/search.html",
+        cases=cases,
+        total=total,
+        q=q,
+        date_from=date_from,
+        date_to=date_to,
+        status=status,
+        searched=searched,
+        statuses=[x.value for x in Status],
+    )
+
+
+def _query_kind(q: str) -> str:
+    """What the one search box holds: a protocol number, a phone number, or words."""
+    if re.fullmatch(r"\d{4}[/-]\d{1,7}", q):
+        return "protocol"
+    compact = re.sub(r"[\s.()/-]", "", q)
+    if re.fullmatch(r"\d{1,7}", compact):
+        return "protocol"  # this year's number; no phone number is that short
+    if re.fullmatch(r"\+?\d{8,15}", compact):
+        return "phone"
+    return "text"
+
+
+# ---------------------------------------------------------------- the case page
+
+
+def _thread_and_more(case: Case) -> dict[str, Any]:
+    s, c = db(), ctx()
+    others = (
+        [x for x in open_cases_of(s, case.municipality, case.phone) if x.id != case.id][:10]
+        if case.phone
+        else []
+    )
+    actions = allowed_actions(user(), case)
+    extra: dict[str, Any] = {
+        "thread": queues.sms_thread(s, case),
+        "others": others,
+        "actions": actions,
+        "answers": answers.answers_for_case(s, c, case),
+        "photos": [a for a in case.attachments if a.kind == "photo"],
+        "recordings": [a for a in case.attachments if a.kind == "recording"],
+        "documents": [a for a in case.attachments if a.kind not in ("photo", "recording")],
+    }
+    if "dispatch" in actions and case.office:
+        extra["load"] = queues.operator_load(s, c, case.office)
+    if "duplicate" in actions:
+        extra["similar"] = queues.similar_open_cases(s, c, case)
+    if {"assign"} & set(actions):
+        extra["offices"] = muni().offices
+        extra["categories"] = muni().categories
+    return extra
+
+
+@bp.get("/cases/<protocol>")
+def case_page(protocol: str) -> Any:
+    case = case_for(db(), ctx(), user(), protocol)
+    return render_template("console/case.html", case=case, **_thread_and_more(case))
+
+
+def _action_body(action: str) -> dict[str, Any]:
+    f = request.form
+    if action == "assign":
+        return {
+            "office": f.get("office", ""),
+            "category": f.get("category", ""),
+            "note": f.get("note", ""),
+        }
+    if action == "dispatch":
+        return {"operator": f.get("operator", ""), "note": f.get("note", "")}
+    if action == "note":
+        return {"text": f.get("text", ""), "public": f.get("public") == "1"}
+    if action == "resolve":
+        return {"note": f.get("note", "")}
+    if action in ("close", "not_competent"):
+        return {"reply": f.get("reply", "")}
+    if action == "reopen":
+        return {"reason": f.get("reason", "")}
+    if action == "duplicate":
+        return {"of": f.get("of", ""), "note": f.get("note", "")}
+    if action == "annul":
+        return {"reason": f.get("reason", "")}
+    return {}
+
+
+@bp.post("/cases/<protocol>/<action>")
+def case_action(protocol: str, action: str) -> Any:
+    if action not in STEPS:
+        raise NotFound(f"unknown action {action!r}")
+    s, c, u = db(), ctx(), user()
+    case = case_for(s, c, u, protocol, lock=True)
+    try:
+        event = perform(s, c, u, case, action, _action_body(action))
+    except DomainError as exc:
+        status = next((v for k, v in _STATUS_OF.items() if isinstance(exc, k)), 400)
+        s.rollback()
+        log.info(
+            "console case %s: %s by %s refused (%s): %s", protocol, action, u.name, status, exc
+        )
+        case = case_for(s, c, u, protocol)
+        return render_template(
+            "console/case.html",
+            case=case,
+            error=str(exc),
+            form=request.form,
+            failed=action,
+            **_thread_and_more(case),
+        ), status
+    after_commit(s)
+    log.info(
+        "case %s: %s by %s via console (%s -> %s)",
+        case.protocol,
+        action,
+        u.name,
+        event.from_status,
+        event.to_status,
+    )
+    flash(t("done", action=_step_label(action)), "ok")
+    nxt = _safe_next(request.form.get("next"))
+    if nxt:
+        return redirect(nxt, code=303)
+    if case_visible(case):
+        return redirect(
+            url_for("console.case_page", protocol=url_protocol(case.year, case.number)), code=303
+        )
+    return redirect(url_for("console.home"), code=303)
+
+
+def case_visible(case: Case) -> bool:
+    from cases.workflow import can_view
+
+    return can_view(user(), case)
+
+
+@bp.post("/cases/<protocol>/preview")
+def preview(protocol: str) -> Any:
+    """The SMS the citizen would get for this reply, and how many segments it costs."""
+    from sms.gsm import is_gsm7, segments
+
+    s, c, u = db(), ctx(), user()
+    case = case_for(s, c, u, protocol)
+    kind = request.form.get("step", "close")
+    text = request.form.get("text", "")[:2000]
+    key = {"close": "closed", "not_competent": "not_competent", "note": "public_note"}.get(kind)
+    if key is None:
+        raise Invalid("step must be close, not_competent or note")
+    body = render(c, key, case, reply=text, note=text)
+    gsm = is_gsm7(body)
+    n = segments(body)
+    return jsonify(
+        text=body,
+        segments=n,
+        chars=len(body),
+        encoding="GSM-7" if gsm else "UCS-2",
+        hint=t("segments_hint", n=n, chars=len(body), enc="GSM-7" if gsm else "UCS-2"),
+    )
+
+
+@bp.get("/attachments/<int:aid>")
+def attachment(aid: int) -> Any:
+    s = db()
+    att = s.get(Attachment, aid)
+    if att is None:
+        raise NotFound(f"no attachment {aid}")
+    case = s.get(Case, att.case_id)
+    if case is None or not case_visible(case):
+        raise NotFound(f"no attachment {aid}")
+    if att.storage_path:
+        media_root = os.path.realpath(os.path.join(current_app.instance_path, "media"))
+        path = os.path.realpath(att.storage_path)
+        if not path.startswith(media_root + os.sep) or not os.path.exists(path):
+            log.warning("attachment %d of case %s: file missing", aid, case.protocol)
+            raise NotFound(f"attachment {aid} is not stored here")
+        return send_file(path, mimetype=att.content_type or "application/octet-stream")
+    if att.kind == "recording" and att.state == "available":
+        from sms.provider import SendError, provider_from_config
+
+        url = att.source_url if att.source_url.endswith(".mp3") else att.source_url + ".mp3"
+        try:
+            data, ctype = provider_from_config(current_app.config).fetch_media(url, 50_000_000)
+        except SendError as exc:
+            log.warning("recording %d of case %s unavailable: %s", aid, case.protocol, exc)
+            abort(502, "the provider did not return the recording")
+        return Response(data, mimetype=ctype or "audio/mpeg")
+    raise NotFound(f"attachment {aid} is not available ({att.state})")
+
+
+# ---------------------------------------------------------------- notifications
+
+
+def _notification_dict(n: StaffNotification) -> dict[str, Any]:
+    case = db().get(Case, n.case_id) if n.case_id else None
+    return {
+        "id": n.id,
+        "kind": n.kind,
+        "text": n.text,
+        "at": n.created_at.astimezone(muni().tz).strftime("%d/%m %H:%M"),
+        "read": n.read_at is not None,
+        "url": url_for("console.case_page", protocol=url_protocol(case.year, case.number))
+        if case
+        else None,
+    }
+
+
+@bp.get("/notifications")
+def notifications() -> Any:
+    rows = notifications_for(db(), user())
+    return render_template(
+        "console/notifications.html", items=[_notification_dict(n) for n in rows]
+    )
+
+
+@bp.get("/notifications.json")
+def notifications_json() -> Any:
+    """Polled by the page every few seconds: unread count and what is new since `after`."""
+    try:
+        after = int(request.args.get("after", "0"))
+    except ValueError:
+        raise Invalid("'after' must be a whole number") from None
+    s = db()
+    unread = [n for n in notifications_for(s, user(), unread_only=True)]
+    new = [n for n in unread if n.id > after]
+    return jsonify(
+        unread=len(unread),
+        latest=max((n.id for n in unread), default=after),
+        items=[_notification_dict(n) for n in new[:10]],
+    )
+
+
+@bp.post("/notifications/read")
+def notifications_read() -> Any:
+    s = db()
+    now = utcnow()
+    nid = request.form.get("id")
+    q = select(StaffNotification).where(
+        StaffNotification.user_id == user().id, StaffNotification.read_at.is_(None)
+    )
+    if nid:
+        try:
+            q = q.where(StaffNotification.id == int(nid))
+        except ValueError:
+            raise Invalid("'id' must be a whole number") from None
+    for n in s.scalars(q):
+        n.read_at = now
+    s.commit()
+    return redirect(
+        _safe_next(request.form.get("next")) or url_for("console.notifications"), code=303
+    )
+
+
+# ---------------------------------------------------------------- answer archive
+
+
+def _answer_input() -> answers.AnswerInput:
+    f = request.form
+    return answers.AnswerInput(
+        title=f.get("title", ""),
+        body=f.get("body", ""),
+        step=f.get("step", ""),
+        category=f.get("category") or None,
+        language=f.get("language", "it"),
+    )
+
+
+def _require_keeper() -> None:
+    if user().role not in answers.KEEPERS:
+        raise Forbidden("only URP staff and supervisors keep the answer archive")
+
+
+@bp.get("/answers")
+def answers_list() -> Any:
+    _require_keeper()
+    rows = answers.list_answers(db(), ctx(), include_retired=request.args.get("all") == "1")
+    return render_template(
+        "console/answers.html",
+        rows=rows,
+        steps=list(answers.REPLY_STEPS),
+        categories=muni().categories,
+        placeholders=answers.ANSWER_PLACEHOLDERS,
+        edit=None,
+    )
+
+
+@bp.get("/answers/<int:aid>")
+def answer_edit(aid: int) -> Any:
+    _require_keeper()
+    row = answers.get_answer(db(), ctx(), aid)
+    rows = answers.list_answers(db(), ctx())
+    return render_template(
+        "console/answers.html",
+        rows=rows,
+        steps=list(answers.REPLY_STEPS),
+        categories=muni().categories,
+        placeholders=answers.ANSWER_PLACEHOLDERS,
+        edit=row,
+    )
+
+
+@bp.post("/answers")
+def answer_create() -> Any:
+    s = db()
+    row = answers.save_answer(s, ctx(), user(), _answer_input())
+    s.commit()
+    log.info("answer %d saved by %s", row.id, user().name)
+    flash(t("saved"), "ok")
+    return redirect(url_for("console.answers_list"), code=303)
+
+
+@bp.post("/answers/<int:aid>")
+def answer_update(aid: int) -> Any:
+    s = db()
+    if request.form.get("retire") == "1":
+        answers.retire_answer(s, ctx(), user(), aid)
+    else:
+        answers.save_answer(s, ctx(), user(), _answer_input(), aid)
+    s.commit()
+    flash(t("saved"), "ok")
+    return redirect(url_for("console.answers_list"), code=303)
+
+
+# ---------------------------------------------------------------- supervisors
+
+
+def _require_supervisor() -> None:
+    if user().role not in (Role.SUPERVISOR, Role.ADMIN):
+        raise Forbidden("statistics are for supervisors")
+
+
+@bp.get("/dashboard")
+def dashboard() -> Any:
+    from cases.stats import dashboard as compute
+
+    _require_supervisor()
+    tz = muni().tz
+    today = utcnow().astimezone(tz).date()
+    end = _parse_date("to") or today
+    start = _parse_date("from") or (end - timedelta(weeks=12))
+    if start > end:
+        raise Invalid("'from' must not be after 'to'")
+    if (end - start).days > 3 * 366:
+        raise Invalid("the period may be at most three years")
+    data = compute(db(), muni().code, start=start, end=end, now=utcnow())
+    if request.args.get("format") == "csv":
+        return _dashboard_csv(data)
+    return render_template("console/dashboard.html", d=data, start=start, end=end)
+
+
+def _dashboard_csv(data: Any) -> Response:
+    from cases.stats import to_csv
+
+    rows = [
+        [o.protocol, o.office or "", o.holder, o.days_overdue, o.due_at.date().isoformat()]
+        for o in data.overdue
+    ]
+    return Response(
+        to_csv(["protocol", "office", "holder", "days_overdue", "due"], rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="overdue.csv"'},
+    )
+
+
+@bp.get("/register")
+def register_download() -> Any:
+    from cases.stats import to_csv
+
+    if user().role not in (Role.SUPERVISOR, Role.ADMIN, Role.URP):
+        raise Forbidden("the daily register is for URP staff and supervisors")
+    day = _parse_date("date") or utcnow().astimezone(muni().tz).date()
+    rows = daily_register(db(), muni(), day)
+    columns = [
+        "protocol",
+        "registered_at",
+        "channel",
+        "sender",
+        "registered_by",
+        "subject",
+        "text",
+        "attachments",
+        "annulled",
+        "annulled_at",
+        "annulled_by",
+        "annul_reason",
+    ]
+    body = to_csv(columns, [[r[c] for c in columns] for r in rows])
+    log.info("daily register %s of %s downloaded by %s", day, muni().code, user().name)
+    return Response(
+        body,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="registro-{muni().code}-{day}.csv"'},
+    )

@@ -198,8 +198,18 @@ def user_group() -> None:
 @click.option("--office", default=None, help="Office code (required for referent and operator).")
 @click.option("--municipality", default=None)
 @click.option("--full-name", default="", help="Name shown to citizens (L. 241/1990 art. 8).")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read a console password from standard input (one line).",
+)
 def user_add(
-    name: str, role: str, office: str | None, municipality: str | None, full_name: str
+    name: str,
+    role: str,
+    office: str | None,
+    municipality: str | None,
+    full_name: str,
+    password_stdin: bool,
 ) -> None:
     """Create a staff account; prints its API token once, alone on the last line."""
     os.environ.setdefault("SECRET_KEY", "cli")
@@ -215,6 +225,10 @@ def user_add(
     try:
         with transaction(runtime(app).sessions) as s:
             user, token = create_user(s, Ctx(muni, utcnow()), name, role, office, full_name)
+            if password_stdin:
+                from cases.auth import set_password
+
+                set_password(user, _read_password())
     except DomainError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
@@ -252,6 +266,45 @@ def apikey_add(name: str, municipality: str | None) -> None:
     click.echo(f"created Open311 API key {name!r} for {muni.code} (jurisdiction_id {muni.code})")
     click.echo("API key (shown once):")
     click.echo(key)
+
+
+def _read_password() -> str:
+    """One line from stdin (a pipe), or asked twice without echo at a terminal."""
+    if sys.stdin.isatty():
+        value: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return value
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@user_group.command("password")
+@click.argument("name")
+@click.option("--municipality", default=None)
+def user_password(name: str, municipality: str | None) -> None:
+    """Set a staff member's console password (from stdin, or asked at the terminal);
+    every open login of theirs ends."""
+    os.environ.setdefault("SECRET_KEY", "cli")
+    app = _app()
+    from sqlalchemy import select
+
+    from cases.auth import end_all_sessions, set_password
+    from cases.clock import utcnow
+    from cases.db import transaction
+    from cases.errors import DomainError
+    from cases.models import User
+    from lineadiretta.app import runtime
+
+    muni = _muni(app, municipality)
+    password = _read_password()
+    try:
+        with transaction(runtime(app).sessions) as s:
+            user = s.scalar(select(User).where(User.municipality == muni.code, User.name == name))
+            if user is None:
+                raise click.ClickException(f"no user {name!r} in {muni.code}")
+            set_password(user, password)
+            end_all_sessions(s, user, utcnow())
+    except DomainError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"password set for {name} in {muni.code}")
 
 
 @main.command()

@@ -1,0 +1,275 @@
+"""The work lists staff see: URP triage, an office's queue, an operator's cases, and helpers
+the case page needs (similar open cases, operators' load, the SMS thread)."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cases.errors import Forbidden
+from cases.models import (
+    OPEN_STATUSES,
+    Case,
+    InboundMessage,
+    OutboxMessage,
+    Role,
+    Status,
+    User,
+)
+from cases.notify import Ctx
+
+TRIAGE_ROLES = frozenset({Role.URP, Role.SUPERVISOR, Role.ADMIN})
+OFFICE_ROLES = frozenset({Role.REFERENT, Role.SUPERVISOR, Role.ADMIN})
+_OPEN = [s.value for s in OPEN_STATUSES]
+
+
+def _require(actor: User, roles: frozenset[Role], what: str) -> None:
+    if actor.role not in roles:
+        raise Forbidden(f"a {actor.role} has no {what}")
+
+
+def triage(s: Session, ctx: Ctx, actor: User, limit: int = 200) -> list[Case]:
+    """New cases waiting for URP to route them, oldest first (first in, first out)."""
+    _require(actor, TRIAGE_ROLES, "triage inbox")
+    return list(
+        s.scalars(
+            select(Case)
+            .where(Case.municipality == actor.municipality, Case.status == Status.RECEIVED)
+            .order_by(Case.registered_at, Case.id)
+            .limit(limit)
+        )
+    )
+
+
+def to_close(s: Session, ctx: Ctx, actor: User, limit: int = 200) -> list[Case]:
+    """Cases the offices resolved and URP must close with a reply to the citizen."""
+    _require(actor, TRIAGE_ROLES, "list of cases to close")
+    return list(
+        s.scalars(
+            select(Case)
+            .where(Case.municipality == actor.municipality, Case.status == Status.RESOLVED)
+            .order_by(Case.updated_at, Case.id)
+            .limit(limit)
+        )
+    )
+
+
+def office_queue(
+    s: Session, ctx: Ctx, actor: User, office: str | None = None, limit: int = 300
+) -> list[Case]:
+    """An office's open cases, the closest due date first. Referents see their own office."""
+    _require(actor, OFFICE_ROLES, "office queue")
+    if actor.role == Role.REFERENT:
+        office = actor.office
+    q = select(Case).where(
+        Case.municipality == actor.municipality,
+        Case.status.in_([Status.ASSIGNED.value, Status.IN_PROGRESS.value, Status.RESOLVED.value]),
+    )
+    if office:
+        q = q.where(Case.office == office)
+    return list(s.scalars(q.order_by(Case.due_at, Case.id).limit(limit)))
+
+
+def my_cases(s: Session, ctx: Ctx, actor: User, limit: int = 300) -> list[Case]:
+    """The open cases an operator holds, the closest due date first."""
+    return list(
+        s.scalars(
+            select(Case)
+            .where(
+                Case.municipality == actor.municipality,
+                Case.assignee_id == actor.id,
+                Case.status.in_(_OPEN),
+            )
+            .order_by(Case.due_at, Case.id)
+            .limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Load:
+    user: User
+    open_cases: int
+    overdue: int
+
+
+def operator_load(s: Session, ctx: Ctx, office: str) -> list[Load]:
+    """Each active operator (and referent) of the office with the open cases they hold."""
+    staff = s.scalars(
+        select(User)
+        .where(
+            User.municipality == ctx.muni.code,
+            User.office == office,
+            User.active.is_(True),
+            User.role.in_([Role.OPERATOR.value, Role.REFERENT.value]),
+        )
+        .order_by(User.role.desc(), User.name)
+    ).all()
+    if not staff:
+        return []
+    counts = dict(
+        s.execute(
+            select(Case.assignee_id, func.count())
+            .where(Case.assignee_id.in_([u.id for u in staff]), Case.status.in_(_OPEN))
+            .group_by(Case.assignee_id)
+        ).all()
+    )
+    late = dict(
+        s.execute(
+            select(Case.assignee_id, func.count())
+            .where(
+                Case.assignee_id.in_([u.id for u in staff]),
+                Case.status.in_(_OPEN),
+                Case.due_at < ctx.now,
+            )
+            .group_by(Case.assignee_id)
+        ).all()
+    )
+    return [Load(u, int(counts.get(u.id, 0)), int(late.get(u.id, 0))) for u in staff]
+
+
+# ---------------------------------------------------------------- duplicates
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    [
+        "a",
+        "al",
+        "alla",
+        "alle",
+        "allo",
+        "ai",
+        "agli",
+        "con",
+        "da",
+        "dal",
+        "dalla",
+        "dei",
+        "del",
+        "della",
+        "delle",
+        "di",
+        "e",
+        "ed",
+        "il",
+        "in",
+        "la",
+        "le",
+        "lo",
+        "gli",
+        "i",
+        "nel",
+        "nella",
+        "per",
+        "su",
+        "sul",
+        "sulla",
+        "tra",
+        "fra",
+        "un",
+        "una",
+        "uno",
+        "che",
+        "non",
+        "piu",
+        "via",
+        "the",
+        "and",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "is",
+    ]
+)
+
+
+def _words(text: str) -> set[str]:
+    folded = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode()
+    return {w for w in _WORD.findall(folded) if len(w) > 2 and w not in _STOP}
+
+
+def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 6_371_000 * 2 * math.asin(math.sqrt(h))
+
+
+@dataclass(frozen=True)
+class Similar:
+    case: Case
+    score: float
+    metres: float | None
+    shared_words: list[str]
+
+
+def similar_open_cases(
+    s: Session, ctx: Ctx, case: Case, *, limit: int = 8, days: int = 90
+) -> list[Similar]:
+    """Open cases that may report the same problem: nearby, same category, shared words."""
+    candidates = s.scalars(
+        select(Case)
+        .where(
+            Case.municipality == case.municipality,
+            Case.id != case.id,
+            Case.status.in_(_OPEN),
+            Case.registered_at >= ctx.now - timedelta(days=days),
+        )
+        .order_by(Case.registered_at.desc())
+        .limit(1000)
+    ).all()
+    mine = _words(f"{case.original_text} {case.address or ''}")
+    here = (case.lat, case.long) if case.lat is not None and case.long is not None else None
+    out = []
+    for c in candidates:
+        shared = sorted(mine & _words(f"{c.original_text} {c.address or ''}"))
+        score = 2.0 * len(shared)
+        category = case.category or case.suggested_category
+        if category and category in (c.category, c.suggested_category):
+            score += 3.0
+        metres = None
+        if here and c.lat is not None and c.long is not None:
+            metres = _metres(here, (c.lat, c.long))
+            if metres <= 300:
+                score += 6.0 * (1 - metres / 300) + 2.0
+        if score >= 4.0:
+            out.append(Similar(c, score, metres, shared[:6]))
+    out.sort(key=lambda x: (-x.score, -x.case.id))
+    return out[:limit]
+
+
+# ---------------------------------------------------------------- SMS thread
+
+
+@dataclass(frozen=True)
+class ThreadEntry:
+    at: datetime
+    direction: str  # "in" from the citizen, "out" to the citizen
+    body: str
+    status: str  # inbound: its kind; outbound: pending/sent/... and the delivery status
+    error: str | None = None
+
+
+def sms_thread(s: Session, case: Case) -> list[ThreadEntry]:
+    """The texts exchanged with the citizen about this case, in time order."""
+    entries = [
+        ThreadEntry(m.received_at, "in", m.body, m.kind)
+        for m in s.scalars(select(InboundMessage).where(InboundMessage.case_id == case.id))
+    ]
+    for o in s.scalars(select(OutboxMessage).where(OutboxMessage.case_id == case.id)):
+        status = o.delivery_status or o.status
+        entries.append(
+            ThreadEntry(o.sent_at or o.created_at, "out", o.body, status, o.error or o.error_code)
+        )
+    entries.sort(key=lambda e: e.at)
+    return entries

@@ -50,7 +50,7 @@ def to_xml(root: str, value: Any) -> bytes:
     """The document <root>...</root>, UTF-8 with its XML declaration as the spec requires."""
     elem = ET.Element(root)
     _fill(elem, value)
-    return ET.tostring(elem, encoding="utf-8", xml_declaration=True)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(elem, encoding="utf-8")
 
 
 def to_json(value: Any) -> bytes:

@@ -72,6 +72,20 @@ bp = Blueprint(
     static_folder="static",
 )
 
+
+@bp.record_once
+def _cookie_settings(state: Any) -> None:
+    """The login cookie: not readable by scripts, not sent cross-site, HTTPS-only in production."""
+    config = state.app.config
+    config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    public = config.get("PUBLIC_BASE_URL") or ""
+    if not config.get("SESSION_COOKIE_SECURE"):
+        testing = bool(config.get("TESTING"))
+        config["SESSION_COOKIE_SECURE"] = public.startswith("https://") and not testing
+    config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=10))
+
+
 _PUBLIC_ENDPOINTS = {"console.login", "console.static"}
 _STATUS_OF = {NotFound: 404, Forbidden: 403, IllegalTransition: 409, Invalid: 400}
 HOME = {
@@ -151,6 +165,7 @@ def _step_label(action: str) -> str:
     if step is None:
         return {
             "registered": "Registrato" if lang() == "it" else "Registered",
+            "register": "Registrato" if lang() == "it" else "Registered",
             "overdue": "Scaduto" if lang() == "it" else "Overdue",
             "citizen_message": "Messaggio del cittadino" if lang() == "it" else "Citizen message",
             "transcript": t("transcript"),

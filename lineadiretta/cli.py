@@ -114,6 +114,7 @@ def _first_admin(app: Flask) -> None:
     """On a brand-new register, create an admin account so the API can be used at once."""
     from sqlalchemy import func, select
 
+    from cases.auth import set_password
     from cases.clock import utcnow
     from cases.db import transaction
     from cases.models import User
@@ -126,11 +127,21 @@ def _first_admin(app: Flask) -> None:
         if s.scalar(select(func.count()).select_from(User)):
             return
         muni = rt.config.municipality[0]
-        _, token = create_user(s, Ctx(muni, utcnow()), "admin", "admin", full_name="Amministratore")
+        user, token = create_user(
+            s, Ctx(muni, utcnow()), "admin", "admin", full_name="Amministratore"
+        )
+        password = secrets.token_urlsafe(12)
+        set_password(user, password)
     path = _instance() / "admin_token"
     path.write_text(token + "\n")
     path.chmod(0o600)
-    click.echo(f"First start: created the admin account of {muni.code}; its API token is in {path}")
+    pw_path = _instance() / "admin_password"
+    pw_path.write_text(password + "\n")
+    pw_path.chmod(0o600)
+    click.echo(
+        f"First start: created the admin account of {muni.code}; its API token is in {path}, "
+        f"its console password (user admin, /console) in {pw_path}"
+    )
 
 
 @main.command()

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -223,6 +224,20 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
         assert status == 201 and case["protocol"].endswith("/0000001"), case
         status, _ = _api(base, "POST", "/api/v1/cases", "wrong", {"text": "x"})
         assert status == 401
+        # the first admin can log in to the console with the password `run` wrote
+        import requests
+
+        password = (workdir / "instance" / "admin_password").read_text().strip()
+        browser = requests.Session()
+        page = browser.get(base + "/console/login", timeout=10).text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert csrf, page
+        r = browser.post(
+            base + "/console/login",
+            data={"csrf_token": csrf.group(1), "username": "admin", "password": password},
+            timeout=10,
+        )
+        assert r.status_code == 200 and r.url.endswith("/console/dashboard"), r.text[:500]
         # a citizen texts, through the simulator, signed with the local sandbox token
         sim_env = dict(env, INSTANCE_PATH=str(workdir / "instance"))
         sim = subprocess.run(
@@ -310,3 +325,84 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def test_console_password_from_the_command_line(env: dict[str, str]) -> None:
+    cli("db", "upgrade", env=env)
+    add = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lineadiretta.cli",
+            "user",
+            "add",
+            "marta",
+            "--role",
+            "urp",
+            "--municipality",
+            "monteverde",
+            "--password-stdin",
+        ],
+        env=env,
+        input="corta\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert add.returncode != 0 and "at least 10" in add.stderr  # too short: no account
+    add = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lineadiretta.cli",
+            "user",
+            "add",
+            "marta",
+            "--role",
+            "urp",
+            "--municipality",
+            "monteverde",
+            "--password-stdin",
+        ],
+        env=env,
+        input="una password lunga\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert add.returncode == 0, add.stderr
+    change = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lineadiretta.cli",
+            "user",
+            "password",
+            "marta",
+            "--municipality",
+            "monteverde",
+        ],
+        env=env,
+        input="un'altra password lunga\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert change.returncode == 0 and "password set" in change.stdout, change.stderr
+
+    from sqlalchemy import select
+
+    from cases.auth import check_login
+    from cases.clock import utcnow
+    from cases.db import make_engine, make_sessionmaker
+    from cases.errors import Invalid
+    from cases.models import User
+
+    engine = make_engine(env["DATABASE_URL"])
+    with make_sessionmaker(engine)() as s:
+        assert s.scalar(select(User).where(User.name == "marta")) is not None
+        assert check_login(s, "monteverde", "marta", "un'altra password lunga", utcnow())
+        with pytest.raises(Invalid):
+            check_login(s, "monteverde", "marta", "una password lunga", utcnow())
+        s.rollback()
+    engine.dispose()

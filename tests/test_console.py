@@ -220,7 +220,11 @@ def test_triage_to_close_through_the_console(
 
     queue = ref.get("/console/office").get_data(as_text=True)
     assert case.protocol in queue and 'id="load"' in queue
-    assert ref.post(f"/console/cases/{url(case)}/dispatch", {"operator": "op"}).status_code == 303
+    assert 'class="row dispatch-form"' in queue  # dispatch in one action from the queue
+    r = ref.post(
+        f"/console/cases/{url(case)}/dispatch", {"operator": "op", "next": "/console/office"}
+    )
+    assert r.status_code == 303 and r.headers["Location"].endswith("/console/office")
     assert load(app, case).assignee_id is not None
 
     mine = op.get("/console/mine").get_data(as_text=True)

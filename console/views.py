@@ -665,12 +665,16 @@ def attachment(aid: int) -> Any:
             raise NotFound(f"attachment {aid} is not stored here")
         return send_file(path, mimetype=att.content_type or "application/octet-stream")
     if att.kind == "recording" and att.state == "available":
+        import requests
+
         from sms.provider import SendError, provider_from_config
 
-        url = att.source_url if att.source_url.endswith(".mp3") else att.source_url + ".mp3"
+        # Recordings stay with the provider; staff hear them through us, fetched with the
+        # account's credentials (Twilio serves WAV at the bare URL, which browsers play).
         try:
-            data, ctype = provider_from_config(current_app.config).fetch_media(url, 50_000_000)
-        except SendError as exc:
+            provider = provider_from_config(current_app.config)
+            data, ctype = provider.fetch_media(att.source_url, 50_000_000)
+        except (SendError, requests.RequestException) as exc:
             log.warning("recording %d of case %s unavailable: %s", aid, case.protocol, exc)
             abort(502, "the provider did not return the recording")
         return Response(data, mimetype=ctype or "audio/mpeg")

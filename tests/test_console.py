@@ -490,3 +490,40 @@ def test_attachments_are_served_only_to_who_may_see_the_case(
     urp.post(f"/console/cases/{url(case)}/assign", {"office": "LLPP"})
     assert browser(app, "op_pm").get(f"/console/attachments/{aid}").status_code == 404
     assert urp.get("/console/attachments/999999").status_code == 404
+
+
+def test_the_recording_plays_through_the_console_with_the_account_credentials(
+    app: Flask, team: dict[str, Any], muni: Municipality
+) -> None:
+    from cases.models import Attachment
+    from lineadiretta.app import runtime
+    from tests.fakes.provider import FakeProvider
+
+    sid, token = "AC" + "c" * 32, "console-token"
+    with FakeProvider(account_sid=sid, auth_token=token) as fake:
+        wav = b"RIFF\x24\x00\x00\x00WAVEfmt fake-recording"
+        rec_url = fake.add_media(wav, "audio/wav")
+        app.config.update(
+            TWILIO_ACCOUNT_SID=sid, TWILIO_AUTH_TOKEN=token, TWILIO_API_BASE_URL=fake.base_url
+        )
+        case = new_case(app, muni, "testo senza categoria detto al telefono", channel="voice")
+        with transaction(runtime(app).sessions) as s:
+            att = Attachment(
+                case_id=case.id,
+                kind="recording",
+                source_url=rec_url,
+                duration_seconds=12,
+                state="available",
+                created_at=datetime.now(UTC),
+            )
+            s.add(att)
+            s.flush()
+            aid = att.id
+        urp = browser(app, "urp")
+        page = urp.get(f"/console/cases/{url(case)}").get_data(as_text=True)
+        assert f'<audio controls preload="none" src="/console/attachments/{aid}"' in page
+        r = urp.get(f"/console/attachments/{aid}")
+        assert r.status_code == 200 and r.data == wav and r.mimetype == "audio/wav"
+        # the provider refusing (wrong credentials) is a 502 for this request, not a 500
+        app.config["TWILIO_AUTH_TOKEN"] = "wrong"
+        assert urp.get(f"/console/attachments/{aid}").status_code == 502

@@ -91,7 +91,10 @@ def resolve_jurisdiction(
             raise Open311Error(403, f"this api_key is not valid for jurisdiction_id {muni.code!r}")
         return muni
     if key is not None:
-        return config.get(key.municipality)
+        try:
+            return config.get(key.municipality)
+        except KeyError:  # a key left behind by a municipality no longer served
+            raise Open311Error(403, "this api_key's municipality is not served here") from None
     if len(config.municipality) == 1:
         return config.municipality[0]
     raise Open311Error(400, f"jurisdiction_id is required: this endpoint serves {known}")

@@ -230,6 +230,15 @@ def test_jurisdiction_rule_with_two_municipalities(
     assert [c.municipality for c in cases_in(app)] == ["valfiorita", "monteverde"]
 
 
+def test_a_key_of_a_municipality_no_longer_served_is_refused(config: Any) -> None:
+    from open311.service import Open311Error, resolve_jurisdiction
+
+    gone = ApiKey(municipality="soppresso", name="vecchia app", key_hash="x", active=True)
+    with pytest.raises(Open311Error) as err:
+        resolve_jurisdiction(config, None, gone)
+    assert err.value.status == 403
+
+
 # ---------------------------------------------------------------- POST requests
 
 

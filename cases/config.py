@@ -71,6 +71,7 @@ class Office(_Strict):
     urp: bool = False
     email: str = ""
     notify_referents_by_sms: bool = False
+    notify_referents_by_email: bool = False  # voice cases e-mailed to referents (or `email`)
 
 
 class Category(_Strict):

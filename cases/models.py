@@ -248,6 +248,35 @@ class OutboxMessage(Base):
     delivery_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class EmailMessage(Base):
+    """An e-mail to staff (referents), written in the same transaction as the step that causes
+    it and sent after commit by a worker; the row is the record, also in sandbox mode."""
+
+    __tablename__ = "email_outbox"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({_in(OutboxStatus)})", name="status"),
+        Index("ix_email_outbox_status_due", "status", "not_before"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    municipality: Mapped[str] = mapped_column(String(64))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(200), unique=True)  # same on every attempt
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    transport: Mapped[str | None] = mapped_column(String(16))  # smtp, sandbox
+    error: Mapped[str | None] = mapped_column(Text)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class StaffNotification(Base):
     """Something a staff member must see: a routed call, a case back from an office, overdue."""
 

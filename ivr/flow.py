@@ -15,6 +15,7 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from cases.classifier import fold
 from cases.errors import Invalid
+from cases.mail import voice_case_email
 from cases.models import OPEN_STATUSES, Call, Case, Channel, Role
 from cases.notify import (
     Ctx,
@@ -346,6 +347,7 @@ def route_to_operators(t: Turn, case: Case, note: str = "") -> None:
         for ref in staff_of(t.s, t.ctx.muni.code, office=office.code, roles=(Role.REFERENT,)):
             if ref.phone:
                 queue_text(t.s, t.ctx, ref.phone, body, "staff_voice_case", case, "it")
+    voice_case_email(t.s, t.ctx, case, recording)  # where the office's config asks for it
 
 
 # ------------------------------------------------------------------ status

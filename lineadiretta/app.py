@@ -16,6 +16,7 @@ from cases.config import Config, ConfigError, load_config
 from cases.db import default_database_url, make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
+SMTP_KEYS = ("SMTP_URL", "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_FROM")
 
 
 @dataclass
@@ -60,12 +61,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         JSON_SORT_KEYS=False,
     )
+    # staff e-mails; none of these set: the sandbox (logged, the rows kept as the record)
+    app.config.from_mapping({k: os.environ.get(k) or None for k in SMTP_KEYS})
     if test_config:
         app.config.update(test_config)
     os.makedirs(app.instance_path, exist_ok=True)  # beat's schedule, media, embedded broker
     if not app.config["SECRET_KEY"]:
         raise ConfigError("SECRET_KEY is required (lineadiretta run makes one for you)")
 
+    from workers.mailer import smtp_settings
+
+    try:
+        smtp_settings(app.config)
+    except ValueError as exc:
+        raise ConfigError(f"SMTP settings: {exc}") from None
     config = app.config["LD_CONFIG"] or load_config(app.config["CONFIG_PATH"])
     url = app.config["DATABASE_URL"] or default_database_url(app.instance_path)
     engine = make_engine(url)

@@ -13,7 +13,7 @@ from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from cases.models import Attachment, OutboxMessage, OutboxStatus
+from cases.models import Attachment, EmailMessage, OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
 _BROKER_DOWN_UNTIL = 0.0  # per process; only saves time while the broker is out
@@ -29,11 +29,14 @@ def track(session_factory: Any) -> None:
                 session.info.setdefault("new_outbox", []).append(obj)
             elif isinstance(obj, Attachment) and obj.state == "pending":
                 session.info.setdefault("new_media", []).append(obj)
+            elif isinstance(obj, EmailMessage) and obj.status == OutboxStatus.PENDING.value:
+                session.info.setdefault("new_email", []).append(obj)
 
     @event.listens_for(session_factory, "after_rollback")
     def _forget(session: Session) -> None:
         session.info.pop("new_outbox", None)
         session.info.pop("new_media", None)
+        session.info.pop("new_email", None)
 
 
 def after_commit(s: Session) -> None:
@@ -41,11 +44,14 @@ def after_commit(s: Session) -> None:
     s.commit()
     outbox = [o.id for o in s.info.pop("new_outbox", [])]
     media = [a.id for a in s.info.pop("new_media", [])]
-    if outbox or media:
-        enqueue(outbox, media)
+    emails = [e.id for e in s.info.pop("new_email", [])]
+    if outbox or media or emails:
+        enqueue(outbox, media, emails)
 
 
-def enqueue(outbox: list[int], media: list[int] | None = None) -> bool:
+def enqueue(
+    outbox: list[int], media: list[int] | None = None, emails: list[int] | None = None
+) -> bool:
     global _BROKER_DOWN_UNTIL
     if time.monotonic() < _BROKER_DOWN_UNTIL:
         return False
@@ -57,6 +63,8 @@ def enqueue(outbox: list[int], media: list[int] | None = None) -> bool:
             celery.send_task("workers.tasks.send_outbox", args=[outbox])
         for aid in media or []:
             celery.send_task("workers.tasks.fetch_media", args=[aid])
+        if emails:
+            celery.send_task("workers.tasks.send_emails", args=[emails])
     except Exception as exc:  # the broker is down: the sweeper will pick the rows up
         _BROKER_DOWN_UNTIL = time.monotonic() + 10
         log.warning(

@@ -27,6 +27,7 @@ TWILIO_TOKEN = "test-auth-token"
 PUBLIC = "https://comune.example.it"
 TABLES = (
     "staff_notifications",
+    "email_outbox",
     "outbox",
     "attachments",
     "case_events",

@@ -24,6 +24,7 @@ from cases.workflow import Outcome, system_step
 from sms.outbound import Sender
 from sms.provider import SendError, provider_from_config
 from sms.ratelimit import Limiter, LocalLimiter, RedisLimiter
+from workers.mailer import DEFAULT_FROM, EmailSender, transport_from_config
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,44 @@ def sweep_outbox() -> int:
         send_outbox.delay(ids[i : i + 50])
     if ids:
         log.info("sweep_outbox: queued %d texts", len(ids))
+    emails = email_sender().sweep()
+    for i in range(0, len(emails), 50):
+        send_emails.delay(emails[i : i + 50])
+    if emails:
+        log.info("sweep_outbox: queued %d e-mails", len(emails))
     media = stale_media(snd)
     for aid in media:
         fetch_media.delay(aid)
     if media:
         log.info("sweep_outbox: queued %d media downloads", len(media))
-    return len(ids) + len(media)
+    return len(ids) + len(media) + len(emails)
+
+
+def email_sender() -> EmailSender:
+    """The e-mail sender over SMTP (SMTP_URL / SMTP_HOST) or, without them, the sandbox."""
+    from lineadiretta.app import runtime
+
+    cfg = current_app.config
+    return EmailSender(
+        sessions=runtime(current_app).sessions,
+        transport=transport_from_config(cfg),
+        sender=str(cfg.get("SMTP_FROM") or DEFAULT_FROM),
+        clock=utcnow,
+    )
+
+
+@shared_task(name="workers.tasks.send_emails", acks_late=True)
+def send_emails(ids: list[int]) -> dict[str, int]:
+    """Send these e-mail rows (each claimed atomically; sent ones are skipped), retry later
+    the ones that met a temporary error."""
+    counts, retries = email_sender().send_ids([int(i) for i in ids])
+    for row_id, delay in retries:
+        try:
+            send_emails.apply_async(args=[[row_id]], countdown=delay.total_seconds())
+        except Exception as exc:  # the broker is down: the sweeper queues it when it is due
+            log.warning("send_emails: retry of %d not queued (%s)", row_id, exc.__class__.__name__)
+    log.info("send_emails %s: %s", ids[:5], counts)
+    return counts
 
 
 def stale_media(snd: Sender, limit: int = 200) -> list[int]:

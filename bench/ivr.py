@@ -50,12 +50,21 @@ MUNI = "monteverde"
 TARGET_MENU = 0.70
 
 
-def make_calls(url: str, prefix: str, n: int, state: dict[str, object]) -> list[str]:
-    """n calls in progress, as the earlier steps would have left them."""
+def make_calls(
+    url: str,
+    prefix: str,
+    n: int,
+    state: dict[str, object],
+    redis_url: str | None = None,
+    redis_prefix: str = "",
+) -> list[str]:
+    """n calls in progress, as the earlier steps would have left them (the ``calls`` rows and,
+    with Redis, the navigation snapshots the app keeps there)."""
     from sqlalchemy import insert
 
     from cases.db import make_engine
     from cases.models import Call
+    from ivr.callstate import Snapshot
 
     now = datetime.now(UTC)
     sids = [f"CA{prefix}{i:030d}"[:34] for i in range(n)]
@@ -79,7 +88,36 @@ def make_calls(url: str, prefix: str, n: int, state: dict[str, object]) -> list[
                 ],
             )
     engine.dispose()
+    if redis_url:
+        import redis
+
+        r = redis.Redis.from_url(redis_url)
+        for start in range(0, n, 2000):
+            pipe = r.pipeline(transaction=False)
+            for i, sid in enumerate(sids[start : start + 2000], start=start):
+                snap = Snapshot(MUNI, f"+39347{i:07d}", TO, "it", None, dict(state))
+                pipe.hset(redis_prefix + sid, "s", snap.dumps())
+                pipe.expire(redis_prefix + sid, 3600)
+            pipe.execute()
+        r.close()
     return sids
+
+
+def drop_redis_keys(redis_url: str, prefix: str) -> int:
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    n = 0
+    batch: list[bytes] = []
+    for key in r.scan_iter(match=prefix + "*", count=2000):
+        batch.append(key)
+        if len(batch) >= 2000:
+            n += int(r.delete(*batch))
+            batch = []
+    if batch:
+        n += int(r.delete(*batch))
+    r.close()
+    return n
 
 
 def signed(
@@ -122,11 +160,28 @@ def main() -> int:
     parser.add_argument("--worker-connections", type=int, default=None)
     parser.add_argument("--warmup", type=float, default=None)
     parser.add_argument("--duration", type=float, default=None)
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        help="Redis for the calls' navigation state (keys under a per-run prefix, deleted "
+        "afterwards); 'none' to measure only the database path",
+    )
     args = parser.parse_args()
     args.worker_connections = args.worker_connections or -(-args.connections // args.workers)
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 4.0)
     args.duration = args.duration if args.duration is not None else (6.0 if args.quick else 15.0)
     pool = int((args.warmup + args.duration) * 1500)
+    menu_pool = int((args.warmup + args.duration) * 5000)  # the Redis path may reach 5,000/s
+    redis_url = None if args.redis.lower() == "none" else args.redis
+    redis_prefix = f"ld:bench-ivr-{os.getpid()}:call:"
+    if redis_url:
+        import redis
+
+        try:
+            redis.Redis.from_url(redis_url, socket_timeout=2).ping()
+        except redis.RedisError as exc:
+            print(f"Redis at {redis_url} unreachable ({exc}): measuring the database path only")
+            redis_url = None
     sigterm_as_interrupt()
 
     with (
@@ -136,22 +191,31 @@ def main() -> int:
         bare_port, app_port = free_port(), free_port()
         public = f"http://127.0.0.1:{app_port}"
         t0 = time.perf_counter()
-        menu_calls = make_calls(url, "m", pool, {"turn": 0})
+        # as /ivr/incoming leaves a call: turn 1, the caller hears the menu of /ivr/menu/1
+        menu_calls = make_calls(url, "m", pool, {"turn": 1})
+        redis_calls = (
+            make_calls(url, "n", menu_pool, {"turn": 1}, redis_url, redis_prefix)
+            if redis_url
+            else []
+        )
         report_calls = make_calls(
             url,
             "r",
             pool,
             {
-                "turn": 2,
+                "turn": 3,
                 "mode": "report",
                 "category": "strade",
                 "recording": True,
                 "transcript": "C'è una buca profonda in via Roma 12, davanti alla farmacia",
             },
+            redis_url,
+            redis_prefix,
         )
         files = {}
         for name, sids, path, extra in (
             ("menu", menu_calls, "/ivr/menu/1", {"Digits": "2"}),
+            ("menu-redis", redis_calls, "/ivr/menu/1", {"Digits": "2"}),
             ("register", report_calls, "/ivr/confirm/3", {"Digits": "1"}),
         ):
             files[name] = os.path.join(tmp, f"{name}.pickle")
@@ -161,7 +225,9 @@ def main() -> int:
             f"prepared {pool:,} calls per step and their signed requests in {time.perf_counter() - t0:.1f}s"
         )
         base_env = {
-            k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TWILIO_ACCOUNT_SID")
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("REDIS_URL", "IVR_REDIS_URL", "IVR_REDIS_PREFIX", "TWILIO_ACCOUNT_SID")
         }
         bare_env = dict(base_env, PYTHONPATH=str(ROOT))
         app_env = dict(
@@ -174,14 +240,33 @@ def main() -> int:
             LOG_LEVEL="WARNING",
             INSTANCE_PATH=os.path.join(tmp, "instance"),
         )
+        # call state in Redis (IVR_REDIS_URL): the broker stays the embedded one, as before,
+        # so that the registration step's figure stays comparable
+        redis_env = dict(app_env, IVR_REDIS_URL=redis_url or "", IVR_REDIS_PREFIX=redis_prefix)
         dbname = url.rsplit("/", 1)[1]
         bare = "bench.bare_ivr_app:create_app()"
         real = "lineadiretta.app:create_app()"
         r_bare1 = serve_and_load(
             "bare-before", bare, bare_env, bare_port, files["menu"], args, tmp, "/", cycle=True
         )
+        r_redis = (
+            serve_and_load(
+                "menu, call state in Redis",
+                real,
+                redis_env,
+                app_port,
+                files["menu-redis"],
+                args,
+                tmp,
+                "/healthz",
+                cycle=False,
+                dbname=dbname,
+            )
+            if redis_url
+            else None
+        )
         r_menu = serve_and_load(
-            "menu",
+            "menu, no Redis (database)",
             real,
             app_env,
             app_port,
@@ -195,7 +280,7 @@ def main() -> int:
         r_reg = serve_and_load(
             "register",
             real,
-            app_env,
+            redis_env if redis_url else app_env,
             app_port,
             files["register"],
             args,
@@ -215,6 +300,11 @@ def main() -> int:
             n, lo, hi = conn.execute(
                 "SELECT count(*), min(number), max(number) FROM cases"
             ).fetchone()  # type: ignore[misc]
+            menu_rows = conn.execute(
+                "SELECT count(*) FROM call_steps WHERE call_sid LIKE 'CAn%'"
+            ).fetchone()[0]  # type: ignore[index]
+        if redis_url:
+            drop_redis_keys(redis_url, redis_prefix)
 
     bare_rps = (r_bare1["rps"] + r_bare2["rps"]) / 2
     rows = [
@@ -226,8 +316,22 @@ def main() -> int:
             "1.00",
             "",
         ],
+        *(
+            [
+                [
+                    "menu step, call state in Redis",
+                    f"{r_redis['rps']:,.0f}",
+                    f"{r_redis['p50_ms']:.1f}",
+                    f"{r_redis['p99_ms']:.1f}",
+                    f"{r_redis['rps'] / bare_rps:.2f}",
+                    verdict(r_redis["rps"] / bare_rps >= TARGET_MENU),
+                ]
+            ]
+            if r_redis
+            else []
+        ),
         [
-            "menu step (/ivr/menu)",
+            "menu step, no Redis (database)",
             f"{r_menu['rps']:,.0f}",
             f"{r_menu['p50_ms']:.1f}",
             f"{r_menu['p99_ms']:.1f}",
@@ -254,6 +358,11 @@ def main() -> int:
             rows,
         )
     )
+    if r_redis:
+        print(
+            f"menu steps with Redis: {r_redis['errors_total']} errors, {menu_rows} of them "
+            "answered from the database instead of Redis"
+        )
     print(
         f"errors: menu {r_menu['errors_total']}, register {r_reg['errors_total']}; cases registered "
         f"{n}, numbers {lo}..{hi} ({'gap-free' if n == 0 or (lo == 1 and hi == n) else 'GAPS'})"

@@ -35,6 +35,7 @@ from cases.services import (
     find_case,
     register_case,
 )
+from ivr.callstate import NAV_KEYS
 from ivr.prompts import SPEECH, digits_of, prompt, spoken_date
 from sms.inbound import is_opted_out
 
@@ -43,14 +44,29 @@ LANG_CODE = {"it": "it-IT", "en": "en-GB"}
 PAGE = 8  # categories per menu level: keys 1-8, 9 for more, 0 for other
 
 
+class NeedsDurable(Exception):
+    """A step run on the navigation snapshot wants to change more than navigation state."""
+
+
 @dataclass
 class Turn:
-    """One request of a call: what the provider sent and the call's stored state."""
+    """One request of a call: what the provider sent and the call's stored state.
 
-    s: Session
+    ``navigation_only``: the call was loaded from the navigation snapshot (Redis), not locked
+    in the database; the step may steer the menu but anything else (what the caller said, a
+    case) raises NeedsDurable, and the step is run again on the database row.
+    """
+
+    session: Callable[[], Session]
     ctx: Ctx
     call: Call
     form: Mapping[str, str]
+    navigation_only: bool = False
+
+    @property
+    def s(self) -> Session:
+        """The request's session, opened on first use (a menu step may never need it)."""
+        return self.session()
 
     @property
     def lang(self) -> str:
@@ -61,8 +77,15 @@ class Turn:
         return self.call.state
 
     def set(self, **values: Any) -> None:
+        if self.navigation_only and not NAV_KEYS.issuperset(values):
+            raise NeedsDurable(", ".join(sorted(set(values) - NAV_KEYS)))
         # a new dict, so that SQLAlchemy sees the JSON column change
         self.call.state = {**self.call.state, **values}
+
+    def durable(self) -> None:
+        """About to write to the register: only on the locked database row."""
+        if self.navigation_only:
+            raise NeedsDurable("register")
 
     def say(self, target: VoiceResponse | Gather, key: str, **values: str) -> None:
         voice = self.ctx.muni.voice.voice_en if self.lang == "en" else self.ctx.muni.voice.voice_it
@@ -289,6 +312,7 @@ def register(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
 
 
 def register_call_case(t: Turn, note: str = "") -> Case:
+    t.durable()
     if t.call.case_id is not None:
         case = t.s.get(Case, t.call.case_id)
         assert case is not None

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app, request
+from flask.blueprints import BlueprintSetupState
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from twilio.twiml.voice_response import VoiceResponse
@@ -18,6 +20,7 @@ from cases.errors import Invalid
 from cases.models import Call, CallStep
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
 from ivr import flow
+from ivr.callstate import NAV_KEYS, CallStore, Snapshot, StoreDown
 from lineadiretta.dispatch import after_commit
 from lineadiretta.web import ctx_for, db
 from lineadiretta.webhooks import municipality_for_called, signed, twiml
@@ -40,22 +43,134 @@ def _request_hash(step: str) -> str:
     return hashlib.sha256(json.dumps([step, items]).encode()).hexdigest()
 
 
+# Steps that usually only steer the menu: with Redis they run on the navigation snapshot and
+# touch no database row; if one turns out to need more (NeedsDurable) it runs on the row.
+NAVIGATION_STEPS = frozenset({"menu", "category", "lookup", "hold", "operator-done", "queue-done"})
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    """Call state in Redis when there is one: IVR_REDIS_URL, else REDIS_URL (the broker's)."""
+    app = state.app
+    url = app.config.get("IVR_REDIS_URL", os.environ.get("IVR_REDIS_URL")) or app.config.get(
+        "REDIS_URL"
+    )
+    prefix = app.config.get("IVR_REDIS_PREFIX", os.environ.get("IVR_REDIS_PREFIX"))
+    app.extensions["ivr_calls"] = (
+        CallStore.from_url(url, prefix=prefix or "ld:call:") if url else None
+    )
+
+
+def _store() -> CallStore | None:
+    store: CallStore | None = current_app.extensions.get("ivr_calls")
+    return store
+
+
+def _snapshot(call: Call) -> Snapshot:
+    return Snapshot(
+        call.municipality, call.from_phone, call.to_phone, call.language, call.case_id, call.state
+    )
+
+
 def _run(
     step: str,
     handler: Callable[[flow.Turn], VoiceResponse],
     *,
+    turn_no: int = 0,
     create: bool = False,
     unknown_ok: bool = False,
 ) -> Any:
-    """One request of a call: replay a retried step, else load the call, run the step, save."""
-    from lineadiretta.app import runtime
+    """One request of a call: replay a retried step, else load the call, run the step, save.
 
+    ``turn_no`` is the turn in the action URL: the call had reached it when it was given.
+    """
     form = request.form
     sid = form.get("CallSid", "")
     if not sid or len(sid) > 64:
         return _bad(400, "CallSid is required")
-    s = db()
     digest = _request_hash(step)
+    store = _store()
+    snap: Snapshot | None = None
+    if store is not None:
+        try:
+            snap, answer = store.load(sid, step, digest)
+        except StoreDown:
+            store = None
+        else:
+            if answer is not None:
+                log.info("call %s: %s repeated by the provider, same answer", sid, step)
+                return twiml(answer)
+            if snap is not None and snap.turn < turn_no:
+                snap = None  # Redis missed a later step: the database row is newer
+    if store is not None and snap is not None and step.partition("/")[0] in NAVIGATION_STEPS:
+        try:
+            return _navigate(store, sid, step, digest, handler, snap)
+        except (flow.NeedsDurable, StoreDown) as exc:
+            log.debug("call %s: %s runs on the database row (%s)", sid, step, exc)
+            db().rollback()
+            if isinstance(exc, StoreDown):
+                store = None
+    return _durable(
+        sid,
+        step,
+        digest,
+        handler,
+        store,
+        snap,
+        turn_no=turn_no,
+        create=create,
+        unknown_ok=unknown_ok,
+    )
+
+
+def _navigate(
+    store: CallStore,
+    sid: str,
+    step: str,
+    digest: str,
+    handler: Callable[[flow.Turn], VoiceResponse],
+    snap: Snapshot,
+) -> Any:
+    """A menu step on the Redis snapshot: no row lock, no transaction, one write to Redis."""
+    from lineadiretta.app import runtime
+
+    call = Call(
+        call_sid=sid,
+        municipality=snap.municipality,
+        from_phone=snap.from_phone,
+        to_phone=snap.to_phone,
+        language=snap.language,
+        case_id=snap.case_id,
+        state={**snap.state, "turn": snap.turn + 1},
+    )
+    muni = runtime(current_app).config.get(call.municipality)
+    turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=request.form)
+    turn.navigation_only = True
+    try:
+        xml = str(handler(turn))
+    except Invalid as exc:
+        return _bad(400, str(exc))
+    prior = store.save_nav(sid, _snapshot(call), step, digest, xml)
+    return twiml(prior if prior is not None else xml)
+
+
+def _durable(
+    sid: str,
+    step: str,
+    digest: str,
+    handler: Callable[[flow.Turn], VoiceResponse],
+    store: CallStore | None,
+    snap: Snapshot | None,
+    *,
+    turn_no: int,
+    create: bool,
+    unknown_ok: bool,
+) -> Any:
+    """A step on the call's row, locked, in one transaction with the answer it gives."""
+    from lineadiretta.app import runtime
+
+    form = request.form
+    s = db()
     prior = s.scalar(
         select(CallStep).where(
             CallStep.call_sid == sid, CallStep.step == step, CallStep.request_hash == digest
@@ -93,9 +208,18 @@ def _run(
         )
         s.add(call)
         log.info("call %s from %s to %s", sid, mask_phone(caller), muni.code)
+    state = dict(call.state)
+    if snap is not None and snap.turn >= int(state.get("turn", 0)):
+        # the menu moved on in Redis since this row was written: take its navigation
+        for k in NAV_KEYS:
+            state.pop(k, None)
+        state.update((k, v) for k, v in snap.state.items() if k in NAV_KEYS)
+        call.language = snap.language
+    # never behind the action URL, even if the navigation since the last row write was lost
+    state["turn"] = max(int(state.get("turn", 0)), turn_no) + 1
+    call.state = state
     muni = runtime(current_app).config.get(call.municipality)
-    call.state = {**call.state, "turn": int(call.state.get("turn", 0)) + 1}
-    turn = flow.Turn(s=s, ctx=ctx_for(muni), call=call, form=form)
+    turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=form)
     try:
         xml = str(handler(turn))
     except Invalid as exc:
@@ -115,6 +239,8 @@ def _run(
         if again is None:
             raise
         return twiml(again.response)
+    if store is not None:
+        store.save(sid, _snapshot(call), step, digest, xml)
     return twiml(xml)
 
 
@@ -146,4 +272,4 @@ def step(step: str, turn: int) -> Any:
     handler = flow.STEPS.get(step)
     if handler is None or step == "recording":
         return _bad(404, f"no step {step!r}")
-    return _run(f"{step}/{turn}", handler)
+    return _run(f"{step}/{turn}", handler, turn_no=turn)

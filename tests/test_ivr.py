@@ -4,6 +4,8 @@ next request with the right fields and a valid signature, and we check what the 
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,13 +16,30 @@ from sqlalchemy import func, select
 
 from cases.config import Municipality
 from cases.models import Attachment, Call, CallStep, Case, OutboxMessage, StaffNotification
+from ivr.callstate import CallStore
 from ivr.simulator import CallLog, Switchboard
 from lineadiretta.app import runtime
-from tests.conftest import Staff, signed_post
+from tests.conftest import Staff, need, signed_post
 
 CALLER = "+393331234567"
 IN_HOURS = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)  # Tuesday 10:30 in Rome
 OUT_OF_HOURS = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)  # Tuesday 21:00 in Rome
+
+
+@pytest.fixture(params=["database", "redis"])
+def app(request: pytest.FixtureRequest, app: Flask) -> Iterator[Flask]:
+    """Every call path twice: navigation state in the database only, and in Redis."""
+    if request.param == "database":
+        yield app
+        return
+    store = CallStore.from_url(
+        need("TEST_REDIS_URL", "Redis"), prefix=f"ld:test:{secrets.token_hex(6)}:call:"
+    )
+    app.extensions["ivr_calls"] = store
+    yield app
+    keys = list(store.client.scan_iter(match=store.prefix + "*"))
+    if keys:
+        store.client.delete(*keys)
 
 
 @pytest.fixture(autouse=True)

@@ -7,11 +7,10 @@ from datetime import date
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from api.openapi import spec
 from api.serialize import case_json, notification_json
-from cases.errors import DomainError, Forbidden, IllegalTransition, Invalid, NotFound
+from cases.errors import Forbidden, Invalid, NotFound
 from cases.models import Channel, Role, Status, User
 from cases.services import (
     CaseFilter,
@@ -23,36 +22,19 @@ from cases.services import (
 )
 from cases.workflow import perform
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db, json_body
+from lineadiretta.web import ctx_for, db, install_error_handlers, json_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 STAFF_CHANNELS = (Channel.COUNTER, Channel.VOICE, Channel.EMAIL, Channel.WEB)
-_STATUS = {NotFound: 404, Forbidden: 403, IllegalTransition: 409, Invalid: 400}
 
 
 def _error(status: int, message: str) -> Any:
     return jsonify(error=message, status=status), status
 
 
-@bp.errorhandler(DomainError)
-def domain_error(exc: DomainError) -> Any:
-    status = next((v for k, v in _STATUS.items() if isinstance(exc, k)), 400)
-    log.info("api %s %s -> %s: %s", request.method, request.path, status, exc)
-    return _error(status, str(exc))
-
-
-@bp.errorhandler(IntegrityError)
-def integrity_error(exc: IntegrityError) -> Any:
-    log.warning("api %s %s -> 409: integrity error %s", request.method, request.path, exc.orig)
-    return _error(409, "the change conflicts with the register's rules; reload and retry")
-
-
-@bp.errorhandler(OperationalError)
-def operational_error(exc: OperationalError) -> Any:
-    log.error("api %s %s -> 503: database error %s", request.method, request.path, exc.orig)
-    return _error(503, "the register is temporarily unavailable; retry shortly")
+install_error_handlers(bp, _error)
 
 
 @bp.before_request

@@ -8,8 +8,9 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from cases.errors import Forbidden
@@ -34,30 +35,25 @@ def _require(actor: User, roles: frozenset[Role], what: str) -> None:
         raise Forbidden(f"a {actor.role} has no {what}")
 
 
+def _urp_list(actor: User, status: Status, oldest: Any, limit: int) -> Select[Any]:
+    return (
+        select(Case)
+        .where(Case.municipality == actor.municipality, Case.status == status)
+        .order_by(oldest, Case.id)
+        .limit(limit)
+    )
+
+
 def triage(s: Session, ctx: Ctx, actor: User, limit: int = 200) -> list[Case]:
     """New cases waiting for URP to route them, oldest first (first in, first out)."""
     _require(actor, TRIAGE_ROLES, "triage inbox")
-    return list(
-        s.scalars(
-            select(Case)
-            .where(Case.municipality == actor.municipality, Case.status == Status.RECEIVED)
-            .order_by(Case.registered_at, Case.id)
-            .limit(limit)
-        )
-    )
+    return list(s.scalars(_urp_list(actor, Status.RECEIVED, Case.registered_at, limit)))
 
 
 def to_close(s: Session, ctx: Ctx, actor: User, limit: int = 200) -> list[Case]:
     """Cases the offices resolved and URP must close with a reply to the citizen."""
     _require(actor, TRIAGE_ROLES, "list of cases to close")
-    return list(
-        s.scalars(
-            select(Case)
-            .where(Case.municipality == actor.municipality, Case.status == Status.RESOLVED)
-            .order_by(Case.updated_at, Case.id)
-            .limit(limit)
-        )
-    )
+    return list(s.scalars(_urp_list(actor, Status.RESOLVED, Case.updated_at, limit)))
 
 
 def office_queue(

@@ -439,6 +439,22 @@ def flag_overdue(s: Session, ctx: Ctx, limit: int = 500) -> list[Case]:
 # ---------------------------------------------------------------- daily register
 
 
+REGISTER_COLUMNS = (
+    "protocol",
+    "registered_at",
+    "channel",
+    "sender",
+    "registered_by",
+    "subject",
+    "text",
+    "attachments",
+    "annulled",
+    "annulled_at",
+    "annulled_by",
+    "annul_reason",
+)
+
+
 def daily_register(s: Session, muni: Municipality, day: date) -> list[dict[str, Any]]:
     """The registro giornaliero: every registration of that local day, in number order."""
     tz = muni.tz

@@ -32,13 +32,12 @@ from flask import (
 )
 from flask_wtf.csrf import CSRFError, generate_csrf
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cases import answers, queues
 from cases.auth import SessionPolicy, check_login, end_session, session_user, start_session
 from cases.clock import utcnow
 from cases.config import Municipality
-from cases.errors import DomainError, Forbidden, IllegalTransition, Invalid, NotFound
+from cases.errors import DomainError, Forbidden, Invalid, NotFound
 from cases.models import (
     Attachment,
     Case,
@@ -51,6 +50,7 @@ from cases.notify import Ctx, render
 from cases.phone import mask_phone
 from cases.protocol import url_protocol
 from cases.services import (
+    REGISTER_COLUMNS,
     CaseFilter,
     case_for,
     daily_register,
@@ -61,7 +61,7 @@ from cases.services import (
 from cases.workflow import STEPS, allowed_actions, perform
 from console.i18n import LANGUAGES, status_name, translate
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db
+from lineadiretta.web import ctx_for, db, domain_status, install_error_handlers
 
 log = logging.getLogger(__name__)
 bp = Blueprint(
@@ -87,7 +87,6 @@ def _cookie_settings(state: Any) -> None:
 
 
 _PUBLIC_ENDPOINTS = {"console.login", "console.static"}
-_STATUS_OF = {NotFound: 404, Forbidden: 403, IllegalTransition: 409, Invalid: 400}
 HOME = {
     Role.URP: "console.triage",
     Role.REFERENT: "console.office",
@@ -253,30 +252,14 @@ def _csrf_error(exc: CSRFError) -> Any:
     return _page_error(400, t("csrf"))
 
 
-@bp.errorhandler(DomainError)
-def _domain_error(exc: DomainError) -> Any:
-    status = next((v for k, v in _STATUS_OF.items() if isinstance(exc, k)), 400)
-    log.info("console %s %s -> %s: %s", request.method, request.path, status, exc)
-    return _page_error(status, str(exc))
-
-
-@bp.errorhandler(IntegrityError)
-def _integrity(exc: IntegrityError) -> Any:
-    log.warning("console %s %s -> 409: %s", request.method, request.path, exc.orig)
-    return _page_error(409, "the change conflicts with the register's rules; reload and retry")
-
-
-@bp.errorhandler(OperationalError)
-def _unavailable(exc: OperationalError) -> Any:
-    log.error("console %s %s -> 503: %s", request.method, request.path, exc.orig)
-    return _page_error(503, "the register is temporarily unavailable; retry shortly")
-
-
 def _page_error(status: int, message: str) -> Any:
     s = g.get("db")
     if s is not None:
         s.rollback()
     return render_template("console/error.html", status=status, message=message), status
+
+
+install_error_handlers(bp, lambda status, message: _page_error(status, message))
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -584,7 +567,7 @@ def case_action(protocol: str, action: str) -> Any:
     try:
         event = perform(s, c, u, case, action, _action_body(action))
     except DomainError as exc:
-        status = next((v for k, v in _STATUS_OF.items() if isinstance(exc, k)), 400)
+        status = domain_status(exc)
         s.rollback()
         log.info(
             "console case %s: %s by %s refused (%s): %s", protocol, action, u.name, status, exc
@@ -763,8 +746,7 @@ def _require_keeper() -> None:
         raise Forbidden("only URP staff and supervisors keep the answer archive")
 
 
-@bp.get("/answers")
-def answers_list() -> Any:
+def _answers_page(edit: Any = None) -> Any:
     _require_keeper()
     rows = answers.list_answers(db(), ctx(), include_retired=request.args.get("all") == "1")
     return render_template(
@@ -773,23 +755,19 @@ def answers_list() -> Any:
         steps=list(answers.REPLY_STEPS),
         categories=muni().categories,
         placeholders=answers.ANSWER_PLACEHOLDERS,
-        edit=None,
+        edit=edit,
     )
+
+
+@bp.get("/answers")
+def answers_list() -> Any:
+    return _answers_page()
 
 
 @bp.get("/answers/<int:aid>")
 def answer_edit(aid: int) -> Any:
     _require_keeper()
-    row = answers.get_answer(db(), ctx(), aid)
-    rows = answers.list_answers(db(), ctx())
-    return render_template(
-        "console/answers.html",
-        rows=rows,
-        steps=list(answers.REPLY_STEPS),
-        categories=muni().categories,
-        placeholders=answers.ANSWER_PLACEHOLDERS,
-        edit=row,
-    )
+    return _answers_page(answers.get_answer(db(), ctx(), aid))
 
 
 @bp.post("/answers")
@@ -863,21 +841,7 @@ def register_download() -> Any:
         raise Forbidden("the daily register is for URP staff and supervisors")
     day = _parse_date("date") or utcnow().astimezone(muni().tz).date()
     rows = daily_register(db(), muni(), day)
-    columns = [
-        "protocol",
-        "registered_at",
-        "channel",
-        "sender",
-        "registered_by",
-        "subject",
-        "text",
-        "attachments",
-        "annulled",
-        "annulled_at",
-        "annulled_by",
-        "annul_reason",
-    ]
-    body = to_csv(columns, [[r[c] for c in columns] for r in rows])
+    body = to_csv(REGISTER_COLUMNS, rows)
     log.info("daily register %s of %s downloaded by %s", day, muni().code, user().name)
     return Response(
         body,

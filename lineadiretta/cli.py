@@ -335,7 +335,7 @@ def register(day: str, fmt: str, municipality: str | None) -> None:
         ) from None
     app = _app()
     from cases.db import transaction
-    from cases.services import daily_register
+    from cases.services import REGISTER_COLUMNS, daily_register
     from lineadiretta.app import runtime
 
     muni = _muni(app, municipality)
@@ -350,22 +350,9 @@ def register(day: str, fmt: str, municipality: str | None) -> None:
             )
         )
         return
+    # Plain CSV for scripts (the console's download is the spreadsheet-safe one).
     buf = io.StringIO()
-    fields = [
-        "protocol",
-        "registered_at",
-        "channel",
-        "sender",
-        "registered_by",
-        "subject",
-        "text",
-        "attachments",
-        "annulled",
-        "annulled_at",
-        "annulled_by",
-        "annul_reason",
-    ]
-    w = csv.DictWriter(buf, fieldnames=fields)
+    w = csv.DictWriter(buf, fieldnames=REGISTER_COLUMNS)
     w.writeheader()
     w.writerows(rows)
     click.echo(buf.getvalue(), nl=False)

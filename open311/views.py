@@ -10,7 +10,6 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from cases.apikeys import api_key_by_plaintext
@@ -19,7 +18,7 @@ from cases.config import Config
 from cases.models import ApiKey
 from cases.phone import mask_phone
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db, public_base_url
+from lineadiretta.web import ctx_for, db, install_error_handlers, public_base_url
 from open311 import formats
 from open311.service import (
     Open311Error,
@@ -73,16 +72,7 @@ def http_error(exc: HTTPException) -> Response:
     return _error(exc.code or 400, exc.description or exc.name)
 
 
-@bp.errorhandler(IntegrityError)
-def integrity_error(exc: IntegrityError) -> Response:
-    log.warning("open311 %s %s: integrity error %s", request.method, request.path, exc.orig)
-    return _error(409, "the request conflicts with the register's rules; retry")
-
-
-@bp.errorhandler(OperationalError)
-def operational_error(exc: OperationalError) -> Response:
-    log.error("open311 %s %s: database error %s", request.method, request.path, exc.orig)
-    return _error(503, "the register is temporarily unavailable; retry shortly")
+install_error_handlers(bp, _error)
 
 
 @bp.before_request

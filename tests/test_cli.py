@@ -23,10 +23,13 @@ import pytest
 from tests.conftest import ROOT
 
 
-def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str], check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "lineadiretta.cli", *args],
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
@@ -329,66 +332,20 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
 
 def test_console_password_from_the_command_line(env: dict[str, str]) -> None:
     cli("db", "upgrade", env=env)
-    add = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lineadiretta.cli",
-            "user",
-            "add",
-            "marta",
-            "--role",
-            "urp",
-            "--municipality",
-            "monteverde",
-            "--password-stdin",
-        ],
+    add = ("user", "add", "marta", "--role", "urp", "--municipality", "monteverde")
+    short = cli(*add, "--password-stdin", env=env, stdin="corta\n", check=False)
+    assert short.returncode != 0 and "at least 10" in short.stderr  # too short: no account
+    cli(*add, "--password-stdin", env=env, stdin="una password lunga\n")
+    change = cli(
+        "user",
+        "password",
+        "marta",
+        "--municipality",
+        "monteverde",
         env=env,
-        input="corta\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
+        stdin="un'altra password lunga\n",
     )
-    assert add.returncode != 0 and "at least 10" in add.stderr  # too short: no account
-    add = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lineadiretta.cli",
-            "user",
-            "add",
-            "marta",
-            "--role",
-            "urp",
-            "--municipality",
-            "monteverde",
-            "--password-stdin",
-        ],
-        env=env,
-        input="una password lunga\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert add.returncode == 0, add.stderr
-    change = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lineadiretta.cli",
-            "user",
-            "password",
-            "marta",
-            "--municipality",
-            "monteverde",
-        ],
-        env=env,
-        input="un'altra password lunga\n",
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert change.returncode == 0 and "password set" in change.stdout, change.stderr
+    assert "password set" in change.stdout
 
     from sqlalchemy import select
 

@@ -143,7 +143,39 @@ def incoming(t: Turn) -> VoiceResponse:
     return main_menu(t, resp)
 
 
+class Prebuilt(VoiceResponse):
+    """A document the builder made earlier for the same prompt, served as its string."""
+
+    def __init__(self, xml: str) -> None:
+        super().__init__()
+        self.built = xml
+
+    def to_xml(self, xml_declaration: bool = True) -> str:
+        return self.built
+
+
+# (municipality config, language, prompt, turn, ...) -> TwiML built by the official builder.
+# Derived from configuration only (no caller's data): the same on every worker.
+_BUILT: dict[tuple[Any, ...], tuple[Any, str]] = {}
+
+
+def _prebuilt(
+    t: Turn, name: str, build: Callable[[VoiceResponse], VoiceResponse], *key: Any
+) -> VoiceResponse:
+    """A whole document that depends only on the configuration, the language and the turn
+    (its action URLs): built once with the builder, then reused."""
+    k = (id(t.ctx.muni), t.lang, name, int(t.state.get("turn", 0)), *key)
+    hit = _BUILT.get(k)
+    if hit is None or hit[0] is not t.ctx.muni:
+        if len(_BUILT) > 10_000:
+            _BUILT.clear()
+        hit = _BUILT[k] = (t.ctx.muni, str(build(VoiceResponse())))
+    return Prebuilt(hit[1])
+
+
 def main_menu(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
+    if resp is None and not t.state.get("open_case"):
+        return _prebuilt(t, "main_menu", lambda r: main_menu(t, r))
     resp = resp or VoiceResponse()
     g = t.gather(resp, "menu")
     if t.state.get("open_case"):
@@ -213,10 +245,11 @@ def _menu_codes(t: Turn) -> list[str]:
 
 
 def category_menu(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
-    resp = resp or VoiceResponse()
     t.set(mode="report")
-    codes = _menu_codes(t)
     page = int(t.state.get("page", 0))
+    if resp is None:
+        return _prebuilt(t, "category_menu", lambda r: category_menu(t, r), page)
+    codes = _menu_codes(t)
     shown = codes[page * PAGE : (page + 1) * PAGE]
     g = t.gather(resp, "category")
     for i, code in enumerate(shown, start=1):
@@ -378,7 +411,8 @@ def route_to_operators(t: Turn, case: Case, note: str = "") -> None:
 
 
 def ask_protocol(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
-    resp = resp or VoiceResponse()
+    if resp is None:
+        return _prebuilt(t, "ask_protocol", lambda r: ask_protocol(t, r))
     g = t.gather(resp, "lookup", input="dtmf", num_digits=None, finish_on_key="#", timeout=10)
     t.say(g, "ask_protocol")
     return resp

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Blueprint, Flask, current_app, g, request
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.orm import Session
@@ -12,6 +14,8 @@ from sqlalchemy.orm import Session
 from cases.clock import utcnow
 from cases.config import Municipality
 from cases.notify import Ctx
+
+log = logging.getLogger(__name__)
 
 
 def db() -> Session:
@@ -73,3 +77,40 @@ def json_body() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Invalid("the body must be a JSON object")
     return data
+
+
+def domain_status(exc: Exception) -> int:
+    """The HTTP status of a refusal by the domain: the same answer from every front end."""
+    from cases.errors import Forbidden, IllegalTransition, NotFound
+
+    for kind, status in ((NotFound, 404), (Forbidden, 403), (IllegalTransition, 409)):
+        if isinstance(exc, kind):
+            return status
+    return 400  # Invalid, and any other refusal: the request is what is wrong
+
+
+def install_error_handlers(bp: Blueprint, render: Callable[[int, str], Any]) -> None:
+    """Domain refusals as 4xx, a conflicting write as 409, the database away as 503, each
+    logged once and rendered in the blueprint's own format (JSON, HTML, Open311)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from cases.errors import DomainError
+
+    def _where() -> str:
+        return f"{bp.name} {request.method} {request.path}"
+
+    @bp.errorhandler(DomainError)
+    def _domain(exc: DomainError) -> Any:
+        status = domain_status(exc)
+        log.info("%s -> %s: %s", _where(), status, exc)
+        return render(status, str(exc))
+
+    @bp.errorhandler(IntegrityError)
+    def _integrity(exc: IntegrityError) -> Any:
+        log.warning("%s -> 409: integrity error %s", _where(), exc.orig)
+        return render(409, "the change conflicts with the register's rules; reload and retry")
+
+    @bp.errorhandler(OperationalError)
+    def _unavailable(exc: OperationalError) -> Any:
+        log.error("%s -> 503: database error %s", _where(), exc.orig)
+        return render(503, "the register is temporarily unavailable; retry shortly")

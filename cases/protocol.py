@@ -28,6 +28,17 @@ def next_number(session: Session, municipality: str, year: int) -> int:
     the row lock serialises concurrent registrations, and a rollback gives the number back,
     so the sequence has no gaps (a database SEQUENCE would leave one per failed transaction).
     """
+    increment = (
+        update(ProtocolCounter)
+        .where(ProtocolCounter.municipality == municipality, ProtocolCounter.year == year)
+        .values(last_number=ProtocolCounter.last_number + 1)
+        .returning(ProtocolCounter.last_number)
+    )
+    # The row exists for all but the first registration of a year: one statement, not two,
+    # while every other registration waits for this transaction.
+    number = session.execute(increment).scalar_one_or_none()
+    if number is not None:
+        return int(number)
     dialect = session.get_bind().dialect.name
     values = {"municipality": municipality, "year": year, "last_number": 0}
     if dialect == "postgresql":
@@ -37,13 +48,7 @@ def next_number(session: Session, municipality: str, year: int) -> int:
     else:  # pragma: no cover - other backends are not supported
         if session.get(ProtocolCounter, (municipality, year)) is None:
             session.execute(insert(ProtocolCounter).values(values))
-    result = session.execute(
-        update(ProtocolCounter)
-        .where(ProtocolCounter.municipality == municipality, ProtocolCounter.year == year)
-        .values(last_number=ProtocolCounter.last_number + 1)
-        .returning(ProtocolCounter.last_number)
-    )
-    return int(result.scalar_one())
+    return int(session.execute(increment).scalar_one())
 
 
 def parse_protocol(text: str, default_year: int | None = None) -> tuple[int, int]:

@@ -206,9 +206,9 @@ def add_citizen_message(
     )
 
 
-def latest_open_case(s: Session, muni: str, phone: str, since: datetime) -> Case | None:
-    """The citizen's most recent open case with activity since `since` (follow-up window)."""
-    return s.scalar(
+def latest_open_case_query(muni: str, phone: str, since: datetime) -> Select[Any]:
+    """The query of latest_open_case, to combine with others in one round trip."""
+    return (
         select(Case)
         .where(
             Case.municipality == muni,
@@ -219,6 +219,11 @@ def latest_open_case(s: Session, muni: str, phone: str, since: datetime) -> Case
         .order_by(Case.updated_at.desc(), Case.id.desc())
         .limit(1)
     )
+
+
+def latest_open_case(s: Session, muni: str, phone: str, since: datetime) -> Case | None:
+    """The citizen's most recent open case with activity since `since` (follow-up window)."""
+    return s.scalar(latest_open_case_query(muni, phone, since))
 
 
 def find_case(s: Session, ctx: Ctx, protocol: str, *, lock: bool = False) -> Case | None:

@@ -18,10 +18,10 @@ from cases.services import (
     NewAttachment,
     add_citizen_message,
     find_case,
-    latest_open_case,
+    latest_open_case_query,
     register_case,
 )
-from sms.intent import Intent, Kind, parse
+from sms.intent import Kind, parse
 
 log = logging.getLogger(__name__)
 MAX_MEDIA = 10
@@ -68,18 +68,6 @@ def set_opt_out(s: Session, ctx: Ctx, phone: str, opted_out: bool, source: str) 
         row.opted_out, row.source, row.updated_at = opted_out, source, ctx.now
 
 
-def _language(s: Session, ctx: Ctx, phone: str, intent: Intent) -> str:
-    if intent.english and "en" in ctx.muni.templates:
-        return "en"
-    last = s.scalar(
-        select(Case.language)
-        .where(Case.municipality == ctx.muni.code, Case.phone == phone)
-        .order_by(Case.id.desc())
-        .limit(1)
-    )
-    return last or ctx.muni.language
-
-
 def _status_reply(
     s: Session, ctx: Ctx, phone: str, asked: str, lang: str
 ) -> tuple[str, Case | None]:
@@ -105,35 +93,81 @@ def _status_reply(
     return other, None
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What the register already knows about this text and its sender."""
+
+    seen_kind: str | None
+    seen_reply: str | None
+    last_language: str | None
+    opted_out: bool
+    recent: int
+    open_case_id: int | None
+
+
+def _known(s: Session, ctx: Ctx, sid: str, phone: str) -> _Known:
+    """The replay record, the sender's language, opt-out, texts in the last minute and open
+    case in the follow-up window: one round trip, before anything is written."""
+    muni = ctx.muni.code
+    seen = select(InboundMessage.kind, InboundMessage.reply).where(
+        InboundMessage.provider_sid == sid
+    )
+    row = s.execute(
+        select(
+            seen.with_only_columns(InboundMessage.kind).scalar_subquery(),
+            seen.with_only_columns(InboundMessage.reply).scalar_subquery(),
+            select(Case.language)
+            .where(Case.municipality == muni, Case.phone == phone)
+            .order_by(Case.id.desc())
+            .limit(1)
+            .scalar_subquery(),
+            select(OptOut.opted_out)
+            .where(OptOut.municipality == muni, OptOut.phone == phone)
+            .scalar_subquery(),
+            select(func.count())
+            .select_from(InboundMessage)
+            .where(
+                InboundMessage.municipality == muni,
+                InboundMessage.from_phone == phone,
+                InboundMessage.received_at > ctx.now - timedelta(minutes=1),
+            )
+            .scalar_subquery(),
+            latest_open_case_query(
+                muni, phone, ctx.now - timedelta(days=ctx.muni.sms.followup_days)
+            )
+            .with_only_columns(Case.id)
+            .scalar_subquery(),
+        )
+    ).one()
+    kind, reply, language, opted_out, recent, open_case_id = row
+    return _Known(kind, reply, language, bool(opted_out), int(recent or 0), open_case_id)
+
+
 def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
     """Store the text and act on it, in the caller's transaction; returns the reply to send."""
-    seen = s.scalar(select(InboundMessage).where(InboundMessage.provider_sid == msg.sid))
-    if seen is not None:  # the provider retried: same answer, nothing new
-        return Outcome(InboundKind(seen.kind), seen.reply or None, replayed=True)
     try:
         phone = normalise_phone(msg.from_, ctx.muni.country)
     except InvalidPhone as exc:
+        # a retry of a stored text cannot get here: only normalised senders are stored
         raise Invalid(f"'From' is not a phone number we can answer: {exc}") from None
+    known = _known(s, ctx, msg.sid, phone)
+    if known.seen_kind is not None:  # the provider retried: same answer, nothing new
+        return Outcome(InboundKind(known.seen_kind), known.seen_reply or None, replayed=True)
     if len(msg.media) > MAX_MEDIA:
         raise Invalid(f"at most {MAX_MEDIA} media per message")
     rules = ctx.muni.sms
     intent = parse(msg.body, rules, msg.opt_out_type)
-    lang = _language(s, ctx, phone, intent)
-    opted_out = is_opted_out(s, ctx.muni.code, phone)
+    if intent.english and "en" in ctx.muni.templates:
+        lang = "en"
+    else:
+        lang = known.last_language or ctx.muni.language
+    opted_out = known.opted_out
     attachments = [NewAttachment("photo", url, ctype or None) for url, ctype in msg.media]
+    recent = known.recent
 
-    recent = (
-        s.scalar(
-            select(func.count())
-            .select_from(InboundMessage)
-            .where(
-                InboundMessage.municipality == ctx.muni.code,
-                InboundMessage.from_phone == phone,
-                InboundMessage.received_at > ctx.now - timedelta(minutes=1),
-            )
-        )
-        or 0
-    )
+    def open_case() -> Case | None:
+        return s.get(Case, known.open_case_id) if known.open_case_id is not None else None
+
     kind: InboundKind
     case: Case | None = None
     reply: str | None = None
@@ -147,9 +181,7 @@ def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
         log.info("sms from %s: %s (%s)", mask_phone(phone), kind.value, intent.keyword)
     elif recent >= rules.flood_per_minute:
         kind = InboundKind.FLOOD
-        case = latest_open_case(
-            s, ctx.muni.code, phone, ctx.now - timedelta(days=rules.followup_days)
-        )
+        case = open_case()
         if recent == rules.flood_per_minute:  # one warning, then silence
             reply = render_text(ctx, "sms_flood", lang)
         log.warning(
@@ -161,14 +193,11 @@ def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
         kind = InboundKind.STATUS
         reply, case = _status_reply(s, ctx, phone, intent.text, lang)
     else:
-        window = ctx.now - timedelta(days=rules.followup_days)
-        open_case = (
-            None if intent.kind == Kind.NEW else latest_open_case(s, ctx.muni.code, phone, window)
-        )
-        if open_case is not None:
-            kind, case = InboundKind.FOLLOWUP, open_case
-            add_citizen_message(s, ctx, open_case, intent.text, attachments)
-            reply = render(ctx, "sms_followup", open_case)
+        followed = None if intent.kind == Kind.NEW else open_case()
+        if followed is not None:
+            kind, case = InboundKind.FOLLOWUP, followed
+            add_citizen_message(s, ctx, followed, intent.text, attachments)
+            reply = render(ctx, "sms_followup", followed)
         else:
             kind = InboundKind.NEW_CASE
             case = register_case(

@@ -262,3 +262,15 @@ def test_the_municipality_comes_from_the_token_or_the_m_parameter(
     # a token of one municipality does not open the other's case of the same number
     _, html, _ = page(client, f"/track/2026-0000001?m={m1.code}&t={tokens[1]}")
     assert "rami caduti" not in html and "buca in via Roma" not in html
+
+
+def test_the_number_as_printed_with_a_slash_finds_the_same_page(
+    client: FlaskClient, town: Town
+) -> None:
+    cid = town.new()
+    dash = town.path(cid)
+    year, number = dash.split("/track/")[1].split("?")[0].split("-")
+    slash = f"/track/{year}/{number}?" + dash.split("?", 1)[1]
+    assert page(client, slash)[:2] == page(client, dash)[:2]
+    status, html, _ = page(client, "/track/2026/9999999")
+    assert status == 404 and "<html" in html

@@ -42,6 +42,12 @@ def _page(name: str, status: int, lang: str, **values: object) -> tuple[str, int
     return render_template(f"track/{name}.html", lang=lang, en=lang == "en", **values), status
 
 
+@bp.get("/<int:year>/<number>")
+def slash_form(year: int, number: str) -> tuple[str, int]:
+    """A number copied as printed (2026/0000123) lands on the same page as the link's form."""
+    return status_page(f"{year}-{number}")
+
+
 @bp.get("/<protocol>")
 def status_page(protocol: str) -> tuple[str, int]:
     """Status and office for anyone; the public timeline with the case's token (`t`)."""

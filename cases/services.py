@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -329,6 +330,9 @@ def open_cases_of(s: Session, muni: str, phone: str) -> list[Case]:
 # ---------------------------------------------------------------- staff accounts
 
 
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
 def hash_token(token: str) -> str:
     """Tokens are 256 random bits, so one SHA-256 is enough (no password stretching needed)."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -342,6 +346,7 @@ def create_user(
     office: str | None = None,
     full_name: str = "",
     phone: str | None = None,
+    email: str | None = None,
 ) -> tuple[User, str]:
     """Create a staff account; returns it with its API token (shown once, stored hashed)."""
     try:
@@ -356,6 +361,12 @@ def create_user(
         raise Invalid(f"unknown office {office!r} in {ctx.muni.code}")
     if s.scalar(select(User).where(User.municipality == ctx.muni.code, User.name == name)):
         raise Invalid(f"user {name!r} already exists in {ctx.muni.code}")
+    if email is not None and (len(email) > 200 or not _EMAIL.fullmatch(email.strip())):
+        raise Invalid(f"{email[:60]!r} is not an e-mail address")
+    try:
+        staff_phone = normalise_phone(phone, ctx.muni.country) if phone else None
+    except InvalidPhone as exc:
+        raise Invalid(f"--phone: {exc}") from None
     token = secrets.token_urlsafe(32)
     user = User(
         municipality=ctx.muni.code,
@@ -363,7 +374,8 @@ def create_user(
         full_name=full_name,
         role=r.value,
         office=office,
-        phone=normalise_phone(phone) if phone else None,
+        phone=staff_phone,
+        email=email.strip() if email else None,
         token_hash=hash_token(token),
         active=True,
         created_at=ctx.now,

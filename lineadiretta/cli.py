@@ -209,6 +209,8 @@ def user_group() -> None:
 @click.option("--office", default=None, help="Office code (required for referent and operator).")
 @click.option("--municipality", default=None)
 @click.option("--full-name", default="", help="Name shown to citizens (L. 241/1990 art. 8).")
+@click.option("--phone", default=None, help="Mobile for referents' SMS notifications.")
+@click.option("--email", default=None, help="Address for referents' e-mail notifications.")
 @click.option(
     "--password-stdin",
     is_flag=True,
@@ -220,6 +222,8 @@ def user_add(
     office: str | None,
     municipality: str | None,
     full_name: str,
+    phone: str | None,
+    email: str | None,
     password_stdin: bool,
 ) -> None:
     """Create a staff account; prints its API token once, alone on the last line."""
@@ -235,7 +239,9 @@ def user_add(
     muni = _muni(app, municipality)
     try:
         with transaction(runtime(app).sessions) as s:
-            user, token = create_user(s, Ctx(muni, utcnow()), name, role, office, full_name)
+            user, token = create_user(
+                s, Ctx(muni, utcnow()), name, role, office, full_name, phone=phone, email=email
+            )
             if password_stdin:
                 from cases.auth import set_password
 

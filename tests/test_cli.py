@@ -363,3 +363,35 @@ def test_console_password_from_the_command_line(env: dict[str, str]) -> None:
             check_login(s, "monteverde", "marta", "una password lunga", utcnow())
         s.rollback()
     engine.dispose()
+
+
+def test_user_add_records_the_contacts_notifications_use(env: dict[str, str]) -> None:
+    cli("db", "upgrade", env=env)
+    base = ("user", "add", "rita", "--role", "referent", "--office", "AMB")
+    bad = cli(
+        *base, "--municipality", "monteverde", "--email", "non-un-indirizzo", env=env, check=False
+    )
+    assert bad.returncode != 0 and "e-mail" in bad.stderr
+    bad = cli(*base, "--municipality", "monteverde", "--phone", "12", env=env, check=False)
+    assert bad.returncode != 0 and "--phone" in bad.stderr
+    cli(
+        *base,
+        "--municipality",
+        "monteverde",
+        "--phone",
+        "333 765 4321",
+        "--email",
+        "rita@comune.example.it",
+        env=env,
+    )
+    from sqlalchemy import select
+
+    from cases.db import make_engine, make_sessionmaker
+    from cases.models import User
+
+    engine = make_engine(env["DATABASE_URL"])
+    with make_sessionmaker(engine)() as s:
+        rita = s.scalar(select(User).where(User.name == "rita"))
+        assert rita is not None
+        assert (rita.phone, rita.email) == ("+393337654321", "rita@comune.example.it")
+    engine.dispose()

@@ -13,13 +13,18 @@ One hash per call, ``<prefix><CallSid>``: field ``s`` is the snapshot (JSON), fi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.connection import AbstractConnection
+from redis.exceptions import NoScriptError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ redis.call('HSET', KEYS[1], 's', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return false
 """
+_SAVE_NAV_SHA = hashlib.sha1(_SAVE_NAV.encode()).hexdigest()
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -96,7 +102,7 @@ class CallStore:
         self.ttl = ttl_seconds
         self.retry_after = retry_after_seconds
         self._down_until = 0.0  # per process: only saves time while Redis is out
-        self._save_nav = client.register_script(_SAVE_NAV)
+        self._local = threading.local()
 
     @classmethod
     def from_url(cls, url: str, **kw: Any) -> CallStore:
@@ -104,6 +110,39 @@ class CallStore:
         # database takes over (the provider gives up on a webhook after 15 s)
         client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         return cls(client, **kw)
+
+    def _connection(self) -> AbstractConnection:
+        """This thread's own connection, made with the client's settings (URL, timeouts,
+        parser). The two commands of a step go straight to it: no pool lock, no health poll
+        and no bookkeeping per command, which cost as much CPU as the command itself."""
+        local = self._local
+        conn: AbstractConnection | None = getattr(local, "conn", None)
+        if conn is None or local.client is not self.client or local.pid != os.getpid():
+            pool = self.client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            local.conn, local.client, local.pid = conn, self.client, os.getpid()
+        return conn
+
+    def _command(self, *args: str | int) -> Any:
+        """One command, one round trip. A connection left in doubt is closed; one that Redis
+        had closed while it was idle (a restart) is reopened and the command sent once more
+        (both commands are safe to repeat); a timeout is not retried."""
+        conn = self._connection()
+        retry = conn.is_connected
+        while True:
+            try:
+                conn.send_packed_command(conn.pack_command(*args), check_health=False)
+                return conn.read_response()
+            except redis.ResponseError:
+                raise  # the connection is fine: the command was refused
+            except redis.ConnectionError:
+                conn.disconnect()
+                if not retry:
+                    raise
+                retry = False
+            except BaseException:
+                conn.disconnect()
+                raise
 
     def key(self, sid: str) -> str:
         return self.prefix + sid
@@ -122,7 +161,9 @@ class CallStore:
         if time.monotonic() < self._down_until:
             raise StoreDown("recently unavailable")
         try:
-            raw, answer = self.client.hmget(self.key(sid), ["s", self.answer_field(step, digest)])
+            raw, answer = self._command(
+                "HMGET", self.key(sid), "s", self.answer_field(step, digest)
+            )
         except redis.RedisError as exc:
             raise self._failed("load", exc) from exc
         snap = Snapshot.loads(raw) if raw else None
@@ -130,11 +171,12 @@ class CallStore:
 
     def save_nav(self, sid: str, snap: Snapshot, step: str, digest: str, xml: str) -> str | None:
         """Save a navigation step; None, or the answer a concurrent retry already gave."""
+        args = (self.key(sid), self.answer_field(step, digest), xml, snap.dumps(), self.ttl)
         try:
-            prior = self._save_nav(
-                keys=[self.key(sid)],
-                args=[self.answer_field(step, digest), xml, snap.dumps(), self.ttl],
-            )
+            try:
+                prior = self._command("EVALSHA", _SAVE_NAV_SHA, 1, *args)
+            except NoScriptError:  # Redis restarted or flushed its scripts: send it again
+                prior = self._command("EVAL", _SAVE_NAV, 1, *args)
         except redis.RedisError as exc:
             raise self._failed("save", exc) from exc
         return _text(prior)

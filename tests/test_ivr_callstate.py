@@ -120,7 +120,6 @@ def test_redis_going_away_mid_call_falls_back_to_the_database(
     def flaky(prompt: str) -> str:
         if len(inputs) == 3:  # Redis dies before the caller picks the category
             store.client = redis.Redis(port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
-            store._save_nav = store.client.register_script("return false")
         return inputs.pop(0) if inputs else "<hangup>"
 
     log = Switchboard(post, from_=CALLER, to=muni.voice.numbers[0], ask=flaky).run()
@@ -160,3 +159,18 @@ def test_unknown_call_is_still_a_404_with_redis(
 ) -> None:
     r = signed_post(client, "/ivr/menu/1", {"CallSid": "CAnobody", "Digits": "1"})
     assert r.status_code == 404
+
+
+def test_the_store_survives_a_dropped_connection_and_a_flushed_script(
+    store: CallStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snap = Snapshot("monteverde", CALLER, "+390575123400", "it", None, {"turn": 1})
+    assert store.save_nav("CAdrop", snap, "menu/1", "d1", "<a/>") is None
+    # Redis closed this thread's idle connection (a restart, a client timeout): reopened
+    store.client.client_kill_filter(_id=store._command("CLIENT", "ID"))
+    assert store.load("CAdrop", "menu/1", "d1") == (snap, "<a/>")
+    # the script is not in Redis's cache (a restart, SCRIPT FLUSH): sent again in full
+    monkeypatch.setattr("ivr.callstate._SAVE_NAV_SHA", "0" * 40)
+    assert store.save_nav("CAdrop", snap, "menu/2", "d2", "<b/>") is None
+    assert store.save_nav("CAdrop", snap, "menu/2", "d2", "<c/>") == "<b/>"
+    assert store.load("CAdrop", "menu/2", "d2") == (snap, "<b/>")

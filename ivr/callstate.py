@@ -20,8 +20,9 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import hiredis
 import redis
 from redis.connection import AbstractConnection
 from redis.exceptions import NoScriptError
@@ -128,10 +129,12 @@ class CallStore:
         had closed while it was idle (a restart) is reopened and the command sent once more
         (both commands are safe to repeat); a timeout is not retried."""
         conn = self._connection()
+        # hiredis packs in C; redis-py's wrapper around the same function costs more
+        packed = [hiredis.pack_command(cast(Any, args))]
         retry = conn.is_connected
         while True:
             try:
-                conn.send_packed_command(conn.pack_command(*args), check_health=False)
+                conn.send_packed_command(packed, check_health=False)
                 return conn.read_response()
             except redis.ResponseError:
                 raise  # the connection is fine: the command was refused

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from flask import Response, current_app, request
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, remove_port
 
 from cases.config import Municipality
 from cases.phone import mask_phone
@@ -31,6 +33,33 @@ def auth_token() -> str | None:
     return token
 
 
+@lru_cache(maxsize=8)
+def _validator(token: str) -> RequestValidator:
+    return RequestValidator(token)
+
+
+@lru_cache(maxsize=64)
+def _port_variants(origin: str) -> tuple[str, str]:
+    """(origin as given, the same with its port written out or left out): the provider may
+    sign either form, and RequestValidator.validate accepts both (twilio's own helpers)."""
+    parsed = urlparse(origin)
+    other = remove_port(parsed) if parsed.port else add_port(parsed)
+    return origin, other
+
+
+def _signature_ok(validator: RequestValidator, url: str, form: Any, signature: str) -> bool:
+    """What ``RequestValidator.validate`` decides for a form webhook (the URL with or without
+    its port), computing the HMAC for the second form only when the first does not match."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, tail = rest.partition("/")
+    first, second = _port_variants(scheme + sep + host)
+    for origin in (first, second):
+        expected = validator.compute_signature(origin + slash + tail, form)
+        if hmac.compare_digest(expected.encode(), signature.encode()):
+            return True
+    return False
+
+
 def signed(view: F) -> F:
     """Refuse (403, nothing stored) a webhook whose X-Twilio-Signature is missing or wrong."""
 
@@ -41,14 +70,14 @@ def signed(view: F) -> F:
         if not token:
             log.error("webhook %s refused: no TWILIO_AUTH_TOKEN configured", request.path)
             return Response("webhook signing is not configured\n", 403, mimetype="text/plain")
-        form = request.form.to_dict(flat=False)
-        params = {k: v if len(v) > 1 else v[0] for k, v in form.items()}
-        if not signature or not RequestValidator(token).validate(public_url(), params, signature):
+        # the form as a MultiDict: the validator signs every value of a repeated field
+        form = request.form
+        if not signature or not _signature_ok(_validator(token), public_url(), form, signature):
             log.warning(
                 "webhook %s refused: %s signature (from %s)",
                 request.path,
                 "missing" if not signature else "wrong",
-                mask_phone(request.form.get("From")),
+                mask_phone(form.get("From")),
             )
             return Response("invalid or missing X-Twilio-Signature\n", 403, mimetype="text/plain")
         return view(*args, **kwargs)

@@ -470,3 +470,31 @@ def test_a_transcription_backend_adds_its_text_when_the_recording_is_ready(
         assert c is not None and c.events[-1].action == "transcript"
         assert c.events[-1].note == "[it] c'è una buca in via Roma" and not c.events[-1].public
         assert c.attachments[0].state == "available"
+
+
+@pytest.mark.parametrize(
+    ("signed_for", "status"),
+    [
+        ("https://comune.example.it/ivr/status", 200),
+        ("https://comune.example.it:443/ivr/status", 200),  # the port written out: the same URL
+        ("https://comune.example.it:8443/ivr/status", 403),
+        ("https://comune.example.it/ivr/recording", 403),
+    ],
+)
+def test_the_signature_covers_the_url_with_or_without_its_port(
+    client: FlaskClient, signed_for: str, status: int
+) -> None:
+    from twilio.request_validator import RequestValidator
+    from werkzeug.datastructures import MultiDict
+
+    from tests.conftest import TWILIO_TOKEN
+
+    # a repeated field: every value is signed
+    form = MultiDict([("CallSid", "CAnobody"), ("CallStatus", "completed"), ("X", "b"), ("X", "a")])
+    sig = RequestValidator(TWILIO_TOKEN).compute_signature(signed_for, form)
+    r = client.post("/ivr/status", data=form, headers={"X-Twilio-Signature": sig})
+    assert r.status_code == status
+    if status == 200:
+        tampered = MultiDict([*form.items(multi=True), ("X", "c")])
+        r = client.post("/ivr/status", data=tampered, headers={"X-Twilio-Signature": sig})
+        assert r.status_code == 403

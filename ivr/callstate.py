@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import hiredis
@@ -85,6 +86,24 @@ class Snapshot:
     def loads(cls, raw: bytes | str) -> Snapshot:
         d = json.loads(raw)
         return cls(d["m"], d["f"], d["t"], d["l"], d["c"], d["st"])
+
+
+@dataclass(slots=True)
+class NavCall:
+    """A call as a navigation step runs it: the snapshot's fields in a plain object (a
+    ``Call`` row object costs SQLAlchemy's instrumentation on every attribute set, for a
+    row that is never written). Has every attribute of ``Call`` that a step may touch."""
+
+    call_sid: str
+    municipality: str
+    from_phone: str
+    to_phone: str
+    language: str
+    case_id: int | None
+    state: dict[str, Any]
+    ended_at: datetime | None = None
+    end_status: str | None = None
+    duration_seconds: int | None = None
 
 
 class CallStore:

@@ -35,7 +35,7 @@ from cases.services import (
     find_case,
     register_case,
 )
-from ivr.callstate import NAV_KEYS
+from ivr.callstate import NAV_KEYS, NavCall
 from ivr.prompts import SPEECH, digits_of, prompt, spoken_date
 from sms.inbound import is_opted_out
 
@@ -59,7 +59,7 @@ class Turn:
 
     session: Callable[[], Session]
     ctx: Ctx
-    call: Call
+    call: Call | NavCall
     form: Mapping[str, str]
     navigation_only: bool = False
 

@@ -14,13 +14,14 @@ from flask.blueprints import BlueprintSetupState
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from twilio.twiml.voice_response import VoiceResponse
+from werkzeug.datastructures import MultiDict
 
 from cases.clock import utcnow
 from cases.errors import Invalid
 from cases.models import Call, CallStep
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
 from ivr import flow
-from ivr.callstate import NAV_KEYS, CallStore, Snapshot, StoreDown
+from ivr.callstate import NAV_KEYS, CallStore, NavCall, Snapshot, StoreDown
 from lineadiretta.dispatch import after_commit
 from lineadiretta.web import ctx_for, db
 from lineadiretta.webhooks import municipality_for_called, signed, twiml
@@ -38,8 +39,8 @@ def _bad(status: int, message: str) -> Any:
     return twiml(str(resp), status)
 
 
-def _request_hash(step: str) -> str:
-    items = sorted((k, v) for k, v in request.form.items(multi=True))
+def _request_hash(step: str, form: MultiDict[str, str]) -> str:
+    items = sorted(form.items(multi=True))
     return hashlib.sha256(json.dumps([step, items]).encode()).hexdigest()
 
 
@@ -66,7 +67,7 @@ def _store() -> CallStore | None:
     return store
 
 
-def _snapshot(call: Call) -> Snapshot:
+def _snapshot(call: Call | NavCall) -> Snapshot:
     return Snapshot(
         call.municipality, call.from_phone, call.to_phone, call.language, call.case_id, call.state
     )
@@ -88,7 +89,7 @@ def _run(
     sid = form.get("CallSid", "")
     if not sid or len(sid) > 64:
         return _bad(400, "CallSid is required")
-    digest = _request_hash(step)
+    digest = _request_hash(step, form)
     store = _store()
     snap: Snapshot | None = None
     if store is not None:
@@ -104,7 +105,7 @@ def _run(
                 snap = None  # Redis missed a later step: the database row is newer
     if store is not None and snap is not None and step.partition("/")[0] in NAVIGATION_STEPS:
         try:
-            return _navigate(store, sid, step, digest, handler, snap)
+            return _navigate(store, sid, step, digest, handler, snap, form)
         except (flow.NeedsDurable, StoreDown) as exc:
             log.debug("call %s: %s runs on the database row (%s)", sid, step, exc)
             db().rollback()
@@ -130,11 +131,12 @@ def _navigate(
     digest: str,
     handler: Callable[[flow.Turn], VoiceResponse],
     snap: Snapshot,
+    form: MultiDict[str, str],
 ) -> Any:
     """A menu step on the Redis snapshot: no row lock, no transaction, one write to Redis."""
     from lineadiretta.app import runtime
 
-    call = Call(
+    call = NavCall(
         call_sid=sid,
         municipality=snap.municipality,
         from_phone=snap.from_phone,
@@ -144,7 +146,7 @@ def _navigate(
         state={**snap.state, "turn": snap.turn + 1},
     )
     muni = runtime(current_app).config.get(call.municipality)
-    turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=request.form)
+    turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=form)
     turn.navigation_only = True
     try:
         xml = str(handler(turn))

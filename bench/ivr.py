@@ -160,11 +160,16 @@ def main() -> int:
     parser.add_argument("--worker-connections", type=int, default=None)
     parser.add_argument("--warmup", type=float, default=None)
     parser.add_argument("--duration", type=float, default=None)
+    default_redis = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     parser.add_argument(
         "--redis",
-        default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        nargs="?",
+        const=default_redis,
+        default=default_redis,
+        metavar="URL",
         help="Redis for the calls' navigation state (keys under a per-run prefix, deleted "
-        "afterwards); 'none' to measure only the database path",
+        "afterwards; default, also for a bare --redis: BENCH_REDIS_URL or "
+        "redis://127.0.0.1:6379/0); 'none' to measure only the database path",
     )
     args = parser.parse_args()
     args.worker_connections = args.worker_connections or -(-args.connections // args.workers)

@@ -133,3 +133,24 @@ def end_all_sessions(s: Session, user: User, now: datetime) -> None:
         .where(StaffSession.user_id == user.id, StaffSession.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+
+
+def change_password(
+    s: Session, user: User, current: str, new: str, now: datetime, keep: StaffSession | None
+) -> None:
+    """A user's own password change: the current one must be right; every other login ends."""
+    if not user.password_hash:
+        raise Invalid("this account has no password yet: ask an administrator")
+    try:
+        _hasher.verify(user.password_hash, current)
+    except (VerificationError, InvalidHashError):
+        raise Invalid("the current password is wrong") from None
+    if new == current:
+        raise Invalid("the new password must differ from the current one")
+    set_password(user, new)
+    q = update(StaffSession).where(
+        StaffSession.user_id == user.id, StaffSession.revoked_at.is_(None)
+    )
+    if keep is not None:
+        q = q.where(StaffSession.id_hash != keep.id_hash)
+    s.execute(q.values(revoked_at=now))

@@ -120,6 +120,12 @@ _IT: dict[str, str] = {
     "public": "pubblica",
     "system": "sistema",
     "back": "Indietro",
+    "change_password": "Cambia password",
+    "current_password": "Password attuale",
+    "new_password": "Nuova password (almeno 10 caratteri)",
+    "confirm_password": "Ripeti la nuova password",
+    "password_mismatch": "Le due nuove password non coincidono.",
+    "password_changed": "Password cambiata. Le altre sessioni aperte sono state chiuse.",
 }
 
 _EN: dict[str, str] = {
@@ -236,6 +242,12 @@ _EN: dict[str, str] = {
     "public": "public",
     "system": "system",
     "back": "Back",
+    "change_password": "Change password",
+    "current_password": "Current password",
+    "new_password": "New password (at least 10 characters)",
+    "confirm_password": "Repeat the new password",
+    "password_mismatch": "The two new passwords differ.",
+    "password_changed": "Password changed. Your other open sessions were ended.",
 }
 
 WORDS = {"it": _IT, "en": _EN}

@@ -34,7 +34,14 @@ from flask_wtf.csrf import CSRFError, generate_csrf
 from sqlalchemy import select
 
 from cases import answers, queues
-from cases.auth import SessionPolicy, check_login, end_session, session_user, start_session
+from cases.auth import (
+    SessionPolicy,
+    change_password,
+    check_login,
+    end_session,
+    session_user,
+    start_session,
+)
 from cases.clock import utcnow
 from cases.config import Municipality
 from cases.errors import DomainError, Forbidden, Invalid, NotFound
@@ -327,6 +334,22 @@ def language() -> Any:
     db().commit()
     session["lang"] = chosen
     return redirect(_safe_next(request.form.get("next")) or url_for("console.home"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def password() -> Any:
+    """Change one's own password; the other open logins of the account end."""
+    if request.method == "GET":
+        return render_template("console/password.html")
+    f = request.form
+    if f.get("new", "") != f.get("confirm", ""):
+        raise Invalid(t("password_mismatch"))
+    s = db()
+    change_password(s, user(), f.get("current", ""), f.get("new", ""), utcnow(), g.staff_session)
+    s.commit()
+    log.info("console: %s changed their password", user().name)
+    flash(t("password_changed"), "ok")
+    return redirect(url_for("console.home"), code=303)
 
 
 @bp.get("/")

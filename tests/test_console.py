@@ -527,3 +527,21 @@ def test_the_recording_plays_through_the_console_with_the_account_credentials(
         # the provider refusing (wrong credentials) is a 502 for this request, not a 500
         app.config["TWILIO_AUTH_TOKEN"] = "wrong"
         assert urp.get(f"/console/attachments/{aid}").status_code == 502
+
+
+def test_changing_ones_own_password_ends_the_other_logins(app: Flask, team: dict[str, Any]) -> None:
+    here, elsewhere = browser(app, "urp"), browser(app, "urp")
+    here.get("/console/password")
+    new = "un'altra password lunga"
+    r = here.post("/console/password", {"current": "sbagliata", "new": new, "confirm": new})
+    assert r.status_code == 400 and "wrong" in r.get_data(as_text=True)
+    r = here.post("/console/password", {"current": PASSWORD, "new": new, "confirm": new + "x"})
+    assert r.status_code == 400
+    r = here.post("/console/password", {"current": PASSWORD, "new": "corta", "confirm": "corta"})
+    assert r.status_code == 400 and "10" in r.get_data(as_text=True)
+    r = here.post("/console/password", {"current": PASSWORD, "new": new, "confirm": new})
+    assert r.status_code == 303
+    assert here.get("/console/triage").status_code == 200  # this login goes on
+    assert elsewhere.get("/console/triage").status_code == 302  # the other one ended
+    assert Browser(app).login("urp").status_code == 401
+    assert Browser(app).login("urp", new).status_code == 302

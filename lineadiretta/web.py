@@ -61,6 +61,13 @@ class SessionInterface(SecureCookieSessionInterface):
             built = self._built = (keys, super().get_signing_serializer(app))
         return built[1]
 
+    def open_session(self, app: Flask, request: Any) -> Any:
+        """Only the console has a login cookie; webhooks, APIs and the status page get the null
+        session (reading it is harmless, writing to it raises: no cookie leaks into them)."""
+        if not request.path.startswith("/console"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
 
 def init_app(app: Flask) -> None:
     app.session_interface = SessionInterface()

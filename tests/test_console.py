@@ -545,3 +545,12 @@ def test_changing_ones_own_password_ends_the_other_logins(app: Flask, team: dict
     assert elsewhere.get("/console/triage").status_code == 302  # the other one ended
     assert Browser(app).login("urp").status_code == 401
     assert Browser(app).login("urp", new).status_code == 302
+
+
+def test_no_cookie_session_outside_the_console(app: Flask, team: dict[str, Any]) -> None:
+    """Webhooks, the API and the status page never read or set the console's login cookie."""
+    b = browser(app, "urp")
+    r = b.client.get("/api/v1/me")  # the console's cookie does not log anyone in to the API
+    assert r.status_code == 401 and "Set-Cookie" not in r.headers
+    assert "Set-Cookie" not in b.client.get("/track/2026-0000001").headers
+    assert b.get("/console/triage").status_code == 200

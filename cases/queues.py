@@ -105,7 +105,7 @@ def operator_load(s: Session, ctx: Ctx, office: str) -> list[Load]:
             User.active.is_(True),
             User.role.in_([Role.OPERATOR.value, Role.REFERENT.value]),
         )
-        .order_by(User.role.desc(), User.name)
+        .order_by(User.role, User.name)  # operators before referents
     ).all()
     if not staff:
         return []

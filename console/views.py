@@ -68,7 +68,7 @@ from cases.services import (
 from cases.workflow import STEPS, allowed_actions, perform
 from console.i18n import LANGUAGES, status_name, translate
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db, domain_status, install_error_handlers
+from lineadiretta.web import ctx_for, db, domain_status, install_error_handlers, over_limit
 
 log = logging.getLogger(__name__)
 bp = Blueprint(
@@ -293,6 +293,12 @@ def login() -> Any:
         return render_template(
             "console/login.html", munis=munis, error=t("login_failed"), next=None
         ), 400
+    per_minute = float(current_app.config.get("CONSOLE_LOGINS_PER_MINUTE", 10))
+    wait = over_limit(f"login:{request.remote_addr}", per_minute)
+    if wait is not None:
+        log.warning("console login from %s refused: too many attempts", request.remote_addr)
+        message = t("too_many_logins", seconds=f"{wait:.0f}")
+        return render_template("console/login.html", munis=munis, error=message, next=None), 429
     s = db()
     now = utcnow()
     try:

@@ -57,6 +57,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SMS_REQUEUE_SECONDS=int(os.environ.get("SMS_REQUEUE_SECONDS", "60")),
         TRANSCRIBER=os.environ.get("TRANSCRIBER") or None,
         SWEEP_EVERY_SECONDS=float(os.environ.get("SWEEP_EVERY_SECONDS", "10")),
+        # how many reverse proxies stand in front (their X-Forwarded-* headers are trusted)
+        PROXY_HOPS=int(os.environ.get("PROXY_HOPS", "0")),
+        CONSOLE_LOGINS_PER_MINUTE=float(os.environ.get("CONSOLE_LOGINS_PER_MINUTE", "10")),
         LD_CONFIG=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         JSON_SORT_KEYS=False,
@@ -65,6 +68,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping({k: os.environ.get(k) or None for k in SMTP_KEYS})
     if test_config:
         app.config.update(test_config)
+    if app.config["PROXY_HOPS"] > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["PROXY_HOPS"]
+        # the client's address (login throttling, logs) and scheme/host as the proxy saw them
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
     os.makedirs(app.instance_path, exist_ok=True)  # beat's schedule, media, embedded broker
     if not app.config["SECRET_KEY"]:
         raise ConfigError("SECRET_KEY is required (lineadiretta run makes one for you)")

@@ -121,3 +121,35 @@ def install_error_handlers(bp: Blueprint, render: Callable[[int, str], Any]) -> 
     def _unavailable(exc: OperationalError) -> Any:
         log.error("%s -> 503: database error %s", _where(), exc.orig)
         return render(503, "the register is temporarily unavailable; retry shortly")
+
+
+def shared_limiter(app: Flask) -> Any:
+    """The request-rate limiter of this app: GCRA in Redis (shared by every worker and host)
+    when REDIS_URL is set, in process memory in the embedded single-process mode."""
+    limiter = app.extensions.get("request_limiter")
+    if limiter is None:
+        from lineadiretta.app import runtime
+        from sms.ratelimit import LocalLimiter, RedisLimiter
+
+        url = runtime(app).redis_url
+        if url:
+            import redis
+
+            limiter = RedisLimiter(redis.Redis.from_url(url, socket_timeout=1))
+        else:
+            limiter = LocalLimiter()
+        app.extensions["request_limiter"] = limiter
+    return limiter
+
+
+def over_limit(key: str, per_minute: float) -> float | None:
+    """Seconds to wait when `key` has used its `per_minute` (a burst of as many is allowed),
+    else None. A limiter that cannot be reached limits nothing (and says so in the log)."""
+    if per_minute <= 0:
+        return None
+    try:
+        wait = shared_limiter(current_app).reserve(key, 1, per_minute / 60.0, 60.0)
+    except Exception as exc:
+        log.warning("rate limit %s unavailable (%s): not applied", key.split(":")[0], exc)
+        return None
+    return -wait if wait < 0 else None

@@ -18,7 +18,7 @@ from cases.config import Config
 from cases.models import ApiKey
 from cases.phone import mask_phone
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db, install_error_handlers, public_base_url
+from lineadiretta.web import ctx_for, db, install_error_handlers, over_limit, public_base_url
 from open311 import formats
 from open311.service import (
     Open311Error,
@@ -208,25 +208,6 @@ def token_lookup(token: str, fmt: str) -> Response:
 def _rate_limit(key: ApiKey) -> None:
     """At most OPEN311_POSTS_PER_MINUTE reports per key (shared through Redis when present)."""
     per_minute = float(current_app.config.get("OPEN311_POSTS_PER_MINUTE", 30))
-    if per_minute <= 0:
-        return
-    limiter = current_app.extensions.get("open311_limiter")
-    if limiter is None:
-        from lineadiretta.app import runtime
-        from sms.ratelimit import LocalLimiter, RedisLimiter
-
-        url = runtime(current_app).redis_url
-        if url:
-            import redis
-
-            limiter = RedisLimiter(redis.Redis.from_url(url, socket_timeout=1))
-        else:
-            limiter = LocalLimiter()
-        current_app.extensions["open311_limiter"] = limiter
-    try:
-        wait = limiter.reserve(f"open311:{key.id}", 1, per_minute / 60.0, 60.0)
-    except Exception as exc:  # the broker being down must not stop reports
-        log.warning("open311 rate limit unavailable (%s): not applied", exc.__class__.__name__)
-        return
-    if wait < 0:
-        raise Open311Error(429, f"too many requests with this api_key: retry in {-wait:.0f} s")
+    wait = over_limit(f"open311:{key.id}", per_minute)
+    if wait is not None:
+        raise Open311Error(429, f"too many requests with this api_key: retry in {wait:.0f} s")

@@ -554,3 +554,44 @@ def test_no_cookie_session_outside_the_console(app: Flask, team: dict[str, Any])
     assert r.status_code == 401 and "Set-Cookie" not in r.headers
     assert "Set-Cookie" not in b.client.get("/track/2026-0000001").headers
     assert b.get("/console/triage").status_code == 200
+
+
+def test_login_attempts_are_throttled_per_address(app: Flask, team: dict[str, Any]) -> None:
+    app.config["CONSOLE_LOGINS_PER_MINUTE"] = 3  # a burst of 4, then one every 20 s
+    here = Browser(app)
+    here.client.environ_base["REMOTE_ADDR"] = "198.51.100.7"
+    codes = [here.login("nobody", "sbagliata-sbagliata").status_code for _ in range(6)]
+    assert codes[:4] == [401] * 4 and codes[4:] == [429, 429], codes
+    assert "riprova tra" in here.login("urp").get_data(as_text=True)  # even the right one
+    there = Browser(app)
+    there.client.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+    assert there.login("urp").status_code == 302  # another address is not held up
+
+
+def test_behind_a_proxy_the_forwarded_address_is_throttled(
+    db_url: str, config: Any, tmp_path: Any
+) -> None:
+    from lineadiretta.app import create_app, runtime
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "t",
+            "DATABASE_URL": db_url,
+            "LD_CONFIG": config,
+            "REDIS_URL": None,
+            "PROXY_HOPS": 1,
+            "CONSOLE_LOGINS_PER_MINUTE": 1,  # a burst of 2
+        }
+    )
+    try:
+        b = Browser(app)
+
+        def attempt(ip: str) -> int:
+            b.client.environ_base["HTTP_X_FORWARDED_FOR"] = ip
+            return int(b.login("nobody", "sbagliata-sbagliata").status_code)
+
+        assert [attempt("192.0.2.1") for _ in range(3)] == [401, 401, 429]
+        assert attempt("192.0.2.2") == 401  # the proxy's own address is not what counts
+    finally:
+        runtime(app).engine.dispose()

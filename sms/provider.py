@@ -7,8 +7,10 @@ outbox row itself is the sandbox record that staff and the CLI see.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
+import socket
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,6 +62,63 @@ class SendError(Exception):
         return self.code == PERMANENT_OPT_OUT
 
 
+MAX_MEDIA_REDIRECTS = 3
+
+
+def check_public_host(url: str) -> None:
+    """Refuse a media URL whose host is, or resolves to, an internal address: the worker would
+    otherwise fetch from inside our network on an outside app's say-so (SSRF)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
+        raise SendError("media URL must be http(s)", code=None, http_status=400)
+    try:
+        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        # a name that does not resolve now may later: retried like a network error
+        raise SendError(
+            f"media host {host[:80]} does not resolve", code=None, http_status=None
+        ) from None
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+        if not ip.is_global:
+            raise SendError(
+                f"media host {host[:80]} is not a public address", code=None, http_status=403
+            )
+
+
+def _download(
+    session: Any, url: str, max_bytes: int, *, auth: tuple[str, str] | None, public_only: bool
+) -> tuple[bytes, str]:
+    """GET a media file, at most `max_bytes`. With `public_only` every hop of a redirect is
+    checked to be a public host before it is fetched."""
+    for _ in range(MAX_MEDIA_REDIRECTS + 1):
+        if public_only:
+            check_public_host(url)
+        with session.get(
+            url, stream=True, timeout=30, allow_redirects=not public_only, auth=auth
+        ) as r:
+            if public_only and r.is_redirect:
+                url = requests.compat.urljoin(url, r.headers.get("Location", ""))
+                continue
+            if r.status_code != 200:
+                raise SendError(
+                    f"media download failed: HTTP {r.status_code}",
+                    code=None,
+                    http_status=r.status_code,
+                )
+            ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            data = b""
+            for chunk in r.iter_content(65536):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise SendError(
+                        f"media larger than {max_bytes} bytes", code=None, http_status=413
+                    )
+            return data, ctype
+    raise SendError("media URL redirects too many times", code=None, http_status=400)
+
+
 class SmsProvider(Protocol):
     sandbox: bool
 
@@ -93,9 +152,16 @@ class TwilioProvider:
     sandbox = False
 
     def __init__(
-        self, account_sid: str, auth_token: str, base_url: str | None = None, timeout: float = 5.0
+        self,
+        account_sid: str,
+        auth_token: str,
+        base_url: str | None = None,
+        timeout: float = 5.0,
+        *,
+        allow_private_media: bool = False,
     ) -> None:
         self.account_sid = account_sid
+        self.allow_private_media = allow_private_media
         self.timeout = timeout
         self.auth_token = auth_token
         self._http = _RecordingHttpClient(timeout)
@@ -167,24 +233,14 @@ class TwilioProvider:
 
     def fetch_media(self, url: str, max_bytes: int) -> tuple[bytes, str]:
         # The account's credentials go only to the provider: a media URL from elsewhere (an
-        # Open311 app's media_url) is fetched without them. Redirects drop them (requests).
-        auth = (self.account_sid, self.auth_token) if self._is_own(url) else None
-        with self._media.get(url, stream=True, timeout=30, allow_redirects=True, auth=auth) as r:
-            if r.status_code != 200:
-                raise SendError(
-                    f"media download failed: HTTP {r.status_code}",
-                    code=None,
-                    http_status=r.status_code,
-                )
-            ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            data = b""
-            for chunk in r.iter_content(65536):
-                data += chunk
-                if len(data) > max_bytes:
-                    raise SendError(
-                        f"media larger than {max_bytes} bytes", code=None, http_status=413
-                    )
-            return data, ctype
+        # Open311 app's media_url) is fetched without them, and only from a public host.
+        # Redirects drop the credentials (requests).
+        if self._is_own(url):
+            auth = (self.account_sid, self.auth_token)
+            return _download(self._media, url, max_bytes, auth=auth, public_only=False)
+        return _download(
+            self._media, url, max_bytes, auth=None, public_only=not self.allow_private_media
+        )
 
 
 class SandboxProvider:
@@ -200,16 +256,20 @@ class SandboxProvider:
     def find_sent(self, to: str, from_: str, body: str, since: datetime) -> str | None:
         return None
 
+    def __init__(self, *, allow_private_media: bool = False) -> None:
+        self.allow_private_media = allow_private_media
+
     def fetch_media(self, url: str, max_bytes: int) -> tuple[bytes, str]:
-        with requests.get(url, timeout=30) as r:
-            r.raise_for_status()
-            if len(r.content) > max_bytes:
-                raise SendError(f"media larger than {max_bytes} bytes", code=None, http_status=413)
-            return r.content, r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        return _download(
+            requests.Session(), url, max_bytes, auth=None, public_only=not self.allow_private_media
+        )
 
 
 def provider_from_config(config: dict[str, Any]) -> SmsProvider:
     sid, token = config.get("TWILIO_ACCOUNT_SID"), config.get("TWILIO_AUTH_TOKEN")
+    private = bool(config.get("OPEN311_ALLOW_PRIVATE_MEDIA"))
     if sid and token:
-        return TwilioProvider(sid, token, config.get("TWILIO_API_BASE_URL"))
-    return SandboxProvider()
+        return TwilioProvider(
+            sid, token, config.get("TWILIO_API_BASE_URL"), allow_private_media=private
+        )
+    return SandboxProvider(allow_private_media=private)

@@ -398,7 +398,7 @@ def test_provider_credentials_never_go_to_an_apps_media_host() -> None:
 
     with photo_server() as url, photo_server() as provider_url:
         base = provider_url.rsplit("/", 1)[0]
-        p = TwilioProvider("AC" + "0" * 32, "secret-token", base_url=base)
+        p = TwilioProvider("AC" + "0" * 32, "secret-token", base_url=base, allow_private_media=True)
         _Photo.seen_auth.clear()
         assert p.fetch_media(url, 1000) == (PHOTO, "image/png")
         assert p.fetch_media(provider_url, 1000) == (PHOTO, "image/png")
@@ -768,3 +768,22 @@ def test_the_published_three_client_lists_posts_and_reads_back(
     [case] = cases_in(app)
     assert case.channel == "api" and case.protocol == rid.replace("-", "/")
     assert case.phone == "+393339876543" and case.category == "strade"
+
+
+def test_the_worker_fetches_an_apps_media_only_from_a_public_host() -> None:
+    """A name that resolves to an internal address (here localhost) is refused at download
+    time, whatever the POST-time check saw; so is a redirect to one."""
+    from sms.provider import SendError, TwilioProvider
+
+    with photo_server() as url, photo_server() as provider_url:
+        base = provider_url.rsplit("/", 1)[0]
+        p = TwilioProvider("AC" + "0" * 32, "secret-token", base_url=base)
+        by_name = url.replace("127.0.0.1", "localhost")
+        for target in (url, by_name):
+            with pytest.raises(SendError) as err:
+                p.fetch_media(target, 1000)
+            assert "not a public address" in str(err.value) and not err.value.retryable
+        assert p.fetch_media(provider_url, 1000) == (PHOTO, "image/png")  # the provider's own
+    with pytest.raises(SendError) as err:
+        p.fetch_media("http://no-such-host.invalid/x.png", 1000)
+    assert err.value.retryable  # may resolve later

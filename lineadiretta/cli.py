@@ -492,15 +492,30 @@ def simulate_call(
 
 @main.command()
 @click.option("--limit", default=20, show_default=True, type=int)
-def outbox(limit: int) -> None:
-    """Show the latest outbound texts (in sandbox mode: what would have been sent)."""
+@click.option("--email", is_flag=True, help="Staff e-mails instead of texts.")
+def outbox(limit: int, email: bool) -> None:
+    """Show the latest outbound texts or staff e-mails (in sandbox mode: what would have been
+    sent)."""
     os.environ.setdefault("SECRET_KEY", "cli")
     app = _app()
     from sqlalchemy import select
 
-    from cases.models import OutboxMessage
+    from cases.models import EmailMessage, OutboxMessage
     from lineadiretta.app import runtime
 
+    if email:
+        with runtime(app).sessions() as s:
+            mails = s.scalars(
+                select(EmailMessage).order_by(EmailMessage.id.desc()).limit(limit)
+            ).all()
+        for m in reversed(mails):
+            via = f" via {m.transport}" if m.transport else ""
+            click.echo(
+                f"{m.created_at:%Y-%m-%d %H:%M} #{m.id} {m.status:<10}{via} "
+                f"to {', '.join(m.recipients)}: {m.subject}"
+            )
+            click.echo("    " + m.body.replace("\n", "\n    ").rstrip())
+        return
     with runtime(app).sessions() as s:
         rows = s.scalars(select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)).all()
     for r in reversed(rows):

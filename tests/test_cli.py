@@ -395,3 +395,34 @@ def test_user_add_records_the_contacts_notifications_use(env: dict[str, str]) ->
         assert rita is not None
         assert (rita.phone, rita.email) == ("+393337654321", "rita@comune.example.it")
     engine.dispose()
+
+
+def test_outbox_email_lists_staff_e_mails(env: dict[str, str]) -> None:
+    cli("db", "upgrade", env=env)
+    from datetime import UTC, datetime
+
+    from cases.db import make_engine, make_sessionmaker, transaction
+    from cases.models import EmailMessage
+
+    engine = make_engine(env["DATABASE_URL"])
+    now = datetime.now(UTC)
+    with transaction(make_sessionmaker(engine)) as s:
+        s.add(
+            EmailMessage(
+                municipality="monteverde",
+                kind="voice_case",
+                recipients=["anna@comune.example.it"],
+                subject="Nuova segnalazione telefonica 2026/0000007",
+                body="Trascrizione: lampione spento\nChiamante: +39 333 ••• 4567",
+                message_id="<x@lineadiretta>",
+                status="sent",
+                transport="sandbox",
+                created_at=now,
+                not_before=now,
+            )
+        )
+    engine.dispose()
+    shown = cli("outbox", "--email", env=env).stdout
+    assert "to anna@comune.example.it: Nuova segnalazione telefonica 2026/0000007" in shown
+    assert "via sandbox" in shown and "    Trascrizione: lampione spento" in shown
+    assert "anna@" not in cli("outbox", env=env).stdout  # texts only without --email

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -22,7 +21,7 @@ from cases.services import (
 )
 from cases.workflow import perform
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db, install_error_handlers, json_body
+from lineadiretta.web import ctx_for, date_arg, db, install_error_handlers, json_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -63,16 +62,6 @@ def _ctx() -> Any:
 
     u = _user()
     return ctx_for(runtime(current_app).config.get(u.municipality))
-
-
-def _date(name: str) -> date | None:
-    value = request.args.get(name)
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise Invalid(f"'{name}' must be a date as YYYY-MM-DD") from None
 
 
 def _int(name: str, default: int, lo: int, hi: int) -> int:
@@ -157,8 +146,8 @@ def cases_list() -> Any:
         channel=request.args.get("channel") or None,
         text=(request.args.get("q") or request.args.get("text") or None),
         phone=request.args.get("phone") or None,
-        date_from=_date("date_from") or _date("date"),
-        date_to=_date("date_to") or _date("date"),
+        date_from=date_arg("date_from") or date_arg("date"),
+        date_to=date_arg("date_to") or date_arg("date"),
         overdue=overdue in ("1", "true", "yes") if overdue else None,
     )
     page = _int("page", 1, 1, 100_000)

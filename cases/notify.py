@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from cases.config import PLACEHOLDERS, Municipality
@@ -208,3 +208,31 @@ def office_queue_staff(session: Session, ctx: Ctx, office: str | None) -> list[U
         urp = staff_of(session, ctx.muni.code, roles=(Role.URP,))
         return urp + (staff_of(session, ctx.muni.code, office=office) if office else [])
     return staff_of(session, ctx.muni.code, office=office, roles=(Role.OPERATOR, Role.REFERENT))
+
+
+def due_for_queue(
+    s: Session, model: Any, now: datetime, requeue_after: timedelta, limit: int
+) -> list[int]:
+    """Ids of outbox rows (texts or e-mails) waiting to be sent and not handed to a worker
+    lately, marked as handed now: the sweeper's way to requeue what a broker outage or a lost
+    task left behind."""
+    ids = list(
+        s.scalars(
+            select(model.id)
+            .where(
+                model.status.in_([OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]),
+                model.not_before <= now,
+                or_(model.enqueued_at.is_(None), model.enqueued_at < now - requeue_after),
+            )
+            .order_by(model.id)
+            .limit(limit)
+        )
+    )
+    if ids:
+        s.execute(
+            update(model)
+            .where(model.id.in_(ids))
+            .values(enqueued_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return ids

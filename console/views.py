@@ -11,7 +11,7 @@ import logging
 import os
 import re
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,7 +68,14 @@ from cases.services import (
 from cases.workflow import STEPS, allowed_actions, perform
 from console.i18n import LANGUAGES, status_name, translate
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db, domain_status, install_error_handlers, over_limit
+from lineadiretta.web import (
+    ctx_for,
+    date_arg,
+    db,
+    domain_status,
+    install_error_handlers,
+    over_limit,
+)
 
 log = logging.getLogger(__name__)
 bp = Blueprint(
@@ -454,20 +461,10 @@ def mine() -> Any:
     return _list_page(t("my_cases"), cases, csv_name="my-cases.csv")
 
 
-def _parse_date(name: str) -> date | None:
-    value = request.args.get(name)
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise Invalid(f"'{name}' must be a date as YYYY-MM-DD") from None
-
-
 @bp.get("/search")
 def search() -> Any:
     q = (request.args.get("q") or "").strip()
-    date_from, date_to = _parse_date("from"), _parse_date("to")
+    date_from, date_to = date_arg("from"), date_arg("to")
     status = request.args.get("status") or None
     if status and status not in {s.value for s in Status} | {"open", "overdue"}:
         raise Invalid(f"unknown status {status!r}")
@@ -836,8 +833,8 @@ def dashboard() -> Any:
     _require_supervisor()
     tz = muni().tz
     today = utcnow().astimezone(tz).date()
-    end = _parse_date("to") or today
-    start = _parse_date("from") or (end - timedelta(weeks=12))
+    end = date_arg("to") or today
+    start = date_arg("from") or (end - timedelta(weeks=12))
     if start > end:
         raise Invalid("'from' must not be after 'to'")
     if (end - start).days > 3 * 366:
@@ -868,7 +865,7 @@ def register_download() -> Any:
 
     if user().role not in (Role.SUPERVISOR, Role.ADMIN, Role.URP):
         raise Forbidden("the daily register is for URP staff and supervisors")
-    day = _parse_date("date") or utcnow().astimezone(muni().tz).date()
+    day = date_arg("date") or utcnow().astimezone(muni().tz).date()
     rows = daily_register(db(), muni(), day)
     body = to_csv(REGISTER_COLUMNS, rows)
     log.info("daily register %s of %s downloaded by %s", day, muni().code, user().name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import date
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, request
@@ -153,3 +154,16 @@ def over_limit(key: str, per_minute: float) -> float | None:
         log.warning("rate limit %s unavailable (%s): not applied", key.split(":")[0], exc)
         return None
     return -wait if wait < 0 else None
+
+
+def date_arg(name: str) -> date | None:
+    """The query argument `name` as a date (YYYY-MM-DD), None when absent; Invalid otherwise."""
+    from cases.errors import Invalid
+
+    value = request.args.get(name)
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise Invalid(f"'{name}' must be a date as YYYY-MM-DD") from None

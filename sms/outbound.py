@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cases.config import Config
 from cases.db import transaction
 from cases.models import OptOut, OutboxMessage, OutboxStatus, Role
-from cases.notify import Ctx, notify_staff, staff_of
+from cases.notify import Ctx, due_for_queue, notify_staff, staff_of
 from cases.phone import mask_phone
 from sms.gsm import segments
 from sms.inbound import set_opt_out
@@ -306,30 +306,7 @@ class Sender:
         for row in stale:
             self._reconcile(row)
         with transaction(self.sessions) as s:
-            ids = list(
-                s.scalars(
-                    select(OutboxMessage.id)
-                    .where(
-                        OutboxMessage.status.in_(
-                            [OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]
-                        ),
-                        OutboxMessage.not_before <= now,
-                        or_(
-                            OutboxMessage.enqueued_at.is_(None),
-                            OutboxMessage.enqueued_at < now - self.requeue_after,
-                        ),
-                    )
-                    .order_by(OutboxMessage.id)
-                    .limit(limit)
-                )
-            )
-            if ids:
-                s.execute(
-                    update(OutboxMessage)
-                    .where(OutboxMessage.id.in_(ids))
-                    .values(enqueued_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+            ids = due_for_queue(s, OutboxMessage, now, self.requeue_after, limit)
         return ids
 
     def _reconcile(self, row: OutboxMessage) -> None:

@@ -22,11 +22,12 @@ from email.utils import format_datetime
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cases.db import transaction
 from cases.models import EmailMessage, OutboxStatus
+from cases.notify import due_for_queue
 
 log = logging.getLogger(__name__)
 
@@ -329,28 +330,5 @@ class EmailSender:
             )
             if stale.rowcount:  # type: ignore[attr-defined]
                 log.warning("e-mail outbox: %d stale claims taken back", stale.rowcount)  # type: ignore[attr-defined]
-            ids = list(
-                s.scalars(
-                    select(EmailMessage.id)
-                    .where(
-                        EmailMessage.status.in_(
-                            [OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]
-                        ),
-                        EmailMessage.not_before <= now,
-                        or_(
-                            EmailMessage.enqueued_at.is_(None),
-                            EmailMessage.enqueued_at < now - self.requeue_after,
-                        ),
-                    )
-                    .order_by(EmailMessage.id)
-                    .limit(limit)
-                )
-            )
-            if ids:
-                s.execute(
-                    update(EmailMessage)
-                    .where(EmailMessage.id.in_(ids))
-                    .values(enqueued_at=now)
-                    .execution_options(synchronize_session=False)
-                )
+            ids = due_for_queue(s, EmailMessage, now, self.requeue_after, limit)
         return ids

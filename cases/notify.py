@@ -236,3 +236,28 @@ def due_for_queue(
             .execution_options(synchronize_session=False)
         )
     return ids
+
+
+def claim_rows(s: Session, model: Any, ids: list[int], token: str, now: datetime) -> list[Any]:
+    """Take these outbox rows (texts or e-mails) for one worker in one UPDATE ... RETURNING:
+    only rows still waiting and due are taken, so a second worker gets nothing."""
+    if not ids:
+        return []
+    return list(
+        s.scalars(
+            update(model)
+            .where(
+                model.id.in_(ids),
+                model.status.in_([OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]),
+                model.not_before <= now,
+            )
+            .values(
+                status=OutboxStatus.CLAIMED.value,
+                claim_token=token,
+                claimed_at=now,
+                attempts=model.attempts + 1,
+            )
+            .returning(model),
+            execution_options={"synchronize_session": False},
+        )
+    )

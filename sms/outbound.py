@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cases.config import Config
 from cases.db import transaction
 from cases.models import OptOut, OutboxMessage, OutboxStatus, Role
-from cases.notify import Ctx, due_for_queue, notify_staff, staff_of
+from cases.notify import Ctx, claim_rows, due_for_queue, notify_staff, staff_of
 from cases.phone import mask_phone
 from sms.gsm import segments
 from sms.inbound import set_opt_out
@@ -89,26 +89,7 @@ class Sender:
             return token, []
         with transaction(self.sessions) as s:
             # one statement claims and returns the rows (no second look-up by token)
-            rows = list(
-                s.scalars(
-                    update(OutboxMessage)
-                    .where(
-                        OutboxMessage.id.in_(wanted),
-                        OutboxMessage.status.in_(
-                            [OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]
-                        ),
-                        OutboxMessage.not_before <= now,
-                    )
-                    .values(
-                        status=OutboxStatus.CLAIMED.value,
-                        claim_token=token,
-                        claimed_at=now,
-                        attempts=OutboxMessage.attempts + 1,
-                    )
-                    .returning(OutboxMessage),
-                    execution_options={"synchronize_session": False},
-                )
-            )
+            rows = claim_rows(s, OutboxMessage, wanted, token, now)
         return token, rows
 
     @property

@@ -234,16 +234,13 @@ def reply(resp: requests.Response) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[Stack]:
     need("TEST_REDIS_URL", "Redis")
     if shutil.which("redis-server") is None:
         if IN_CI:
             pytest.fail("redis-server is required for the end-to-end tests in CI")
         pytest.skip("redis-server not installed")
-    url = need("TEST_DATABASE_URL", "PostgreSQL")
-    from lineadiretta.migrate import upgrade
-
-    upgrade(url)
+    url = pg_url  # migrated; a database of its own under pytest-xdist
     with FakeProvider(account_sid=SID, auth_token=TOKEN) as fake:
         st = Stack(tmp_path_factory.mktemp("e2e"), url, fake)
         try:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cases.db import transaction
 from cases.models import EmailMessage, OutboxStatus
-from cases.notify import due_for_queue
+from cases.notify import claim_rows, due_for_queue
 
 log = logging.getLogger(__name__)
 
@@ -236,26 +236,7 @@ class EmailSender:
             return token, []
         now = self.clock()
         with transaction(self.sessions) as s:
-            rows = list(
-                s.scalars(
-                    update(EmailMessage)
-                    .where(
-                        EmailMessage.id.in_(ids),
-                        EmailMessage.status.in_(
-                            [OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]
-                        ),
-                        EmailMessage.not_before <= now,
-                    )
-                    .values(
-                        status=OutboxStatus.CLAIMED.value,
-                        claim_token=token,
-                        claimed_at=now,
-                        attempts=EmailMessage.attempts + 1,
-                    )
-                    .returning(EmailMessage),
-                    execution_options={"synchronize_session": False},
-                )
-            )
+            rows = claim_rows(s, EmailMessage, ids, token, now)
         return token, rows
 
     def mime(self, row: EmailMessage) -> Mime:

@@ -89,10 +89,19 @@ def run(host: str, port: int) -> None:
     upgrade(str(runtime(app).engine.url.render_as_string(hide_password=False)))
     _first_admin(app)
     env = dict(os.environ)
+    # The worker gets a process group of its own: a signal to ours (Ctrl-C, a service
+    # manager's SIGTERM) must not reach its pool processes at the same moment as their parent,
+    # which can leave the parent waiting forever on a lock a dying child held. We stop it.
     worker = subprocess.Popen(
         [sys.executable, "-m", "lineadiretta.cli", "worker", "--beat", "--concurrency", "2"],
         env=env,
+        start_new_session=True,
     )
+
+    def _terminate(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)  # unwinds to the finally below, which stops the worker
+
+    signal.signal(signal.SIGTERM, _terminate)
     # Catch up on periodic work missed while the service was down (the worker picks it up).
     app.extensions["celery"].send_task("workers.tasks.flag_overdue")
     click.echo(f"Linea Diretta on http://{host}:{port}  (worker pid {worker.pid})")
@@ -103,11 +112,12 @@ def run(host: str, port: int) -> None:
 
         run_simple(host, port, app, threaded=True, use_reloader=False)
     finally:
-        worker.send_signal(signal.SIGTERM)
+        worker.send_signal(signal.SIGTERM)  # a warm shutdown: running tasks finish
         try:
             worker.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            worker.kill()
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
 
 
 def _first_admin(app: Flask) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -321,13 +322,35 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
         else:
             pytest.fail("the sandbox outbox never showed the confirmation as sent:\n" + shown)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)  # as a service manager stops `run`
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+    # `run` stopped its worker (in a process group of its own) before it exited: none is left
+    started = re.search(r"worker pid (\d+)", (tmp_path / "run.log").read_text())
+    assert started, "run did not say which worker it started"
+    worker_pid = int(started.group(1))
+
+    def group_alive() -> bool:
+        """The worker itself, or any process of its group (its pool), still there."""
+        for probe in (os.kill, os.killpg):
+            try:
+                probe(worker_pid, 0)
+            except ProcessLookupError:
+                continue
+            return True
+        return False
+
+    deadline = time.monotonic() + 10  # its pool processes follow their parent out
+    while group_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if group_alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker_pid, signal.SIGKILL)  # do not leak it into later tests
+        pytest.fail(f"the worker (pid {worker_pid}) outlived `lineadiretta run`")
 
 
 def test_console_password_from_the_command_line(env: dict[str, str]) -> None:

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 from api.openapi import spec
 from api.serialize import case_json, notification_json
 from cases.errors import Forbidden, Invalid, NotFound
-from cases.models import Channel, Role, Status, User
+from cases.models import OPEN_STATUSES, Channel, Role, User
 from cases.services import (
     CaseFilter,
     case_for,
@@ -131,12 +131,7 @@ def cases_list() -> Any:
     u = _user()
     statuses = [x for x in request.args.getlist("status") for x in x.split(",") if x]
     if "open" in statuses:
-        statuses = [x for x in statuses if x != "open"] + [
-            Status.RECEIVED,
-            Status.ASSIGNED,
-            Status.IN_PROGRESS,
-            Status.RESOLVED,
-        ]
+        statuses = [x for x in statuses if x != "open"] + [x.value for x in OPEN_STATUSES]
     overdue = request.args.get("overdue")
     f = CaseFilter(
         status=[str(x) for x in statuses] or None,

@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from cases.errors import Forbidden, Invalid, NotFound
+from cases.errors import Invalid, NotFound
 from cases.models import Case, ReplyTemplate, Role, User
 from cases.notify import Ctx, case_fields
+from cases.queues import require_role
 
 # The steps whose text reaches the citizen, and the field of perform()'s body it fills.
 REPLY_STEPS: dict[str, str] = {"close": "reply", "not_competent": "reply", "note": "text"}
@@ -30,9 +31,9 @@ class AnswerInput:
     language: str
 
 
-def _check_keeper(actor: User) -> None:
-    if actor.role not in KEEPERS:
-        raise Forbidden("only URP staff and supervisors keep the answer archive")
+def require_keeper(actor: User) -> None:
+    """Forbidden unless the actor keeps the answer archive (URP, supervisors, admins)."""
+    require_role(actor, KEEPERS, "only URP staff and supervisors keep the answer archive")
 
 
 def validate(ctx: Ctx, data: AnswerInput) -> AnswerInput:
@@ -65,7 +66,7 @@ def save_answer(
     s: Session, ctx: Ctx, actor: User, data: AnswerInput, answer_id: int | None = None
 ) -> ReplyTemplate:
     """Create or edit an archived answer (URP, supervisors, admins)."""
-    _check_keeper(actor)
+    require_keeper(actor)
     clean = validate(ctx, data)
     if answer_id is None:
         row = ReplyTemplate(municipality=ctx.muni.code)
@@ -81,7 +82,7 @@ def save_answer(
 
 def retire_answer(s: Session, ctx: Ctx, actor: User, answer_id: int) -> None:
     """Take an answer out of use; kept, since closed cases may have used it."""
-    _check_keeper(actor)
+    require_keeper(actor)
     row = get_answer(s, ctx, answer_id)
     row.active, row.updated_at, row.updated_by = False, ctx.now, actor.id
 

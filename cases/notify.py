@@ -261,3 +261,14 @@ def claim_rows(s: Session, model: Any, ids: list[int], token: str, now: datetime
             execution_options={"synchronize_session": False},
         )
     )
+
+
+def finish_claim(s: Session, model: Any, row_id: int, token: str, **values: object) -> bool:
+    """Record what became of a claimed row, only if this worker's claim still holds it."""
+    res = s.execute(
+        update(model)
+        .where(model.id == row_id, model.claim_token == token)
+        .values(claim_token=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]

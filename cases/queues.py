@@ -4,8 +4,6 @@ the case page needs (similar open cases, operators' load, the SMS thread)."""
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from cases.classifier import tokens
 from cases.errors import Forbidden
 from cases.models import (
     OPEN_STATUSES,
@@ -27,12 +26,22 @@ from cases.notify import Ctx
 
 TRIAGE_ROLES = frozenset({Role.URP, Role.SUPERVISOR, Role.ADMIN})
 OFFICE_ROLES = frozenset({Role.REFERENT, Role.SUPERVISOR, Role.ADMIN})
+OWN_CASE_ROLES = frozenset({Role.OPERATOR, Role.REFERENT})  # who holds cases of their own
+STATS_ROLES = frozenset({Role.SUPERVISOR, Role.ADMIN})
+REGISTER_ROLES = frozenset({Role.URP, Role.SUPERVISOR, Role.ADMIN})
+
+
+def require_role(actor: User, roles: frozenset[Role], refusal: str) -> None:
+    """Forbidden with `refusal` unless the actor has one of `roles`."""
+    if actor.role not in roles:
+        raise Forbidden(refusal)
+
+
 _OPEN = [s.value for s in OPEN_STATUSES]
 
 
 def _require(actor: User, roles: frozenset[Role], what: str) -> None:
-    if actor.role not in roles:
-        raise Forbidden(f"a {actor.role} has no {what}")
+    require_role(actor, roles, f"a {actor.role} has no {what}")
 
 
 def _urp_list(actor: User, status: Status, oldest: Any, limit: int) -> Select[Any]:
@@ -132,64 +141,10 @@ def operator_load(s: Session, ctx: Ctx, office: str) -> list[Load]:
 
 # ---------------------------------------------------------------- duplicates
 
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(
-    [
-        "a",
-        "al",
-        "alla",
-        "alle",
-        "allo",
-        "ai",
-        "agli",
-        "con",
-        "da",
-        "dal",
-        "dalla",
-        "dei",
-        "del",
-        "della",
-        "delle",
-        "di",
-        "e",
-        "ed",
-        "il",
-        "in",
-        "la",
-        "le",
-        "lo",
-        "gli",
-        "i",
-        "nel",
-        "nella",
-        "per",
-        "su",
-        "sul",
-        "sulla",
-        "tra",
-        "fra",
-        "un",
-        "una",
-        "uno",
-        "che",
-        "non",
-        "piu",
-        "via",
-        "the",
-        "and",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "is",
-    ]
-)
-
 
 def _words(text: str) -> set[str]:
-    folded = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode()
-    return {w for w in _WORD.findall(folded) if len(w) > 2 and w not in _STOP}
+    """The stemmed content words (the classifier's), so 'lampione' meets 'lampioni'."""
+    return set(tokens(text))
 
 
 def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:

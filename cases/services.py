@@ -393,12 +393,30 @@ def user_by_token(s: Session, token: str) -> User | None:
 
 
 def notifications_for(
-    s: Session, user: User, *, unread_only: bool = False
+    s: Session,
+    user: User,
+    *,
+    unread_only: bool = False,
+    after_id: int | None = None,
+    limit: int = 200,
 ) -> list[StaffNotification]:
+    """The user's notifications, newest first (only those after `after_id`, if given)."""
     q = select(StaffNotification).where(StaffNotification.user_id == user.id)
     if unread_only:
         q = q.where(StaffNotification.read_at.is_(None))
-    return list(s.scalars(q.order_by(StaffNotification.id.desc()).limit(200)))
+    if after_id is not None:
+        q = q.where(StaffNotification.id > after_id)
+    return list(s.scalars(q.order_by(StaffNotification.id.desc()).limit(limit)))
+
+
+def unread_notifications(s: Session, user: User) -> tuple[int, int | None]:
+    """How many notifications the user has not read, and the newest one's id."""
+    count, newest = s.execute(
+        select(func.count(), func.max(StaffNotification.id)).where(
+            StaffNotification.user_id == user.id, StaffNotification.read_at.is_(None)
+        )
+    ).one()
+    return int(count), newest
 
 
 # ---------------------------------------------------------------- periodic jobs

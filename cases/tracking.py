@@ -26,7 +26,7 @@ from cases.errors import Invalid, NotFound
 from cases.models import Case, CaseEvent, Status
 from cases.notify import Ctx, office_name, status_label
 from cases.protocol import parse_protocol, url_protocol
-from cases.workflow import STEPS
+from cases.workflow import action_label
 
 LANGUAGES = ("it", "en")
 MAX_TOKEN = 64  # tokens are 22 characters; anything much longer is not one of ours
@@ -165,13 +165,10 @@ def _local(ctx: Ctx, when: datetime | None, with_time: bool = True) -> str:
 
 
 def _label(event: CaseEvent, lang: str) -> str:
-    if event.action in _OTHER_LABELS:
+    if event.action in _OTHER_LABELS:  # the citizen's wording of the system's entries
         it, en = _OTHER_LABELS[event.action]
         return en if lang == "en" else it
-    step = STEPS.get(event.action)
-    if step is not None:
-        return step.label_en if lang == "en" else step.label_it
-    return event.action
+    return action_label(event.action, lang)
 
 
 def _timeline(ctx: Ctx, case: Case, lang: str) -> list[TimelineEntry]:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cases.errors import Forbidden, IllegalTransition, Invalid, NotFound
 from cases.models import OPEN_STATUSES, Case, CaseEvent, Role, Status, User
-from cases.notify import Ctx, notify_staff, queue_citizen_text, staff_of
+from cases.notify import Ctx, notify_staff, queue_citizen_text, render, staff_of
 
 SYSTEM = "sistema"
 ALL_POWERFUL = frozenset({Role.SUPERVISOR, Role.ADMIN})
@@ -48,6 +48,19 @@ class Step:
     label_it: str
     label_en: str
 
+
+# The steps whose text, written by staff, reaches the citizen: the SMS template wrapped around
+# it (the staff's words fill {reply} or {note}).
+REPLY_TEMPLATES = {"close": "closed", "not_competent": "not_competent", "note": "public_note"}
+
+# History actions that are not workflow steps (the registration, the system's own entries).
+OTHER_ACTIONS: dict[str, tuple[str, str]] = {
+    "register": ("Registrato", "Registered"),
+    "overdue": ("Scaduto", "Overdue"),
+    "citizen_message": ("Messaggio del cittadino", "Citizen message"),
+    "transcript": ("Trascrizione", "Transcript"),
+    "master_closed": ("Chiuso con il caso principale", "Closed with its master case"),
+}
 
 # ---------------------------------------------------------------- helpers
 
@@ -164,7 +177,7 @@ def _note(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, 
         None,
         note=text,
         public=public,
-        template="public_note" if public else None,
+        template=REPLY_TEMPLATES["note"] if public else None,
         values={"note": text},
     )
 
@@ -211,7 +224,7 @@ def _close(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str,
         Status.CLOSED,
         note=reply,
         public=True,
-        template="closed",
+        template=REPLY_TEMPLATES["close"],
         values={"reply": reply},
         data={"duplicates_closed": [d.protocol for d in dups]},
     )
@@ -262,7 +275,7 @@ def _not_competent(
         Status.NOT_COMPETENT,
         note=reply,
         public=True,
-        template="not_competent",
+        template=REPLY_TEMPLATES["not_competent"],
         values={"reply": reply},
     )
 
@@ -371,6 +384,31 @@ STEPS: dict[str, Step] = {
         ),
     )
 }
+
+
+def step_label(action: str, language: str) -> str | None:
+    """A workflow step's name in Italian or English; None for anything else."""
+    step = STEPS.get(action)
+    if step is None:
+        return None
+    return step.label_en if language == "en" else step.label_it
+
+
+def action_label(action: str, language: str) -> str:
+    """What a history event is called, for staff: the step's name, or the system entry's."""
+    label = step_label(action, language)
+    if label is not None:
+        return label
+    it, en = OTHER_ACTIONS.get(action, (action, action))
+    return en if language == "en" else it
+
+
+def reply_preview(ctx: Ctx, case: Case, action: str, text: str) -> str:
+    """The SMS the citizen would get if `action` were done with `text` now."""
+    key = REPLY_TEMPLATES.get(action)
+    if key is None:
+        raise Invalid(f"step must be one of {', '.join(REPLY_TEMPLATES)}")
+    return render(ctx, key, case, reply=text, note=text)
 
 
 def can_view(actor: User, case: Case) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from cases.notify import STATUS_LABELS
-
 LANGUAGES = ("it", "en")
 
 _IT: dict[str, str] = {
@@ -264,7 +262,3 @@ def translate(language: str, key: str, **values: object) -> str:
     """The word for `key`; a missing key shows itself, so a gap is visible, never a crash."""
     text = WORDS.get(language, _IT).get(key, key)
     return text.format(**values) if values else text
-
-
-def status_name(language: str, status: str) -> str:
-    return STATUS_LABELS.get(language, STATUS_LABELS["it"]).get(status, status)

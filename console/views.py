@@ -44,8 +44,9 @@ from cases.auth import (
 )
 from cases.clock import utcnow
 from cases.config import Municipality
-from cases.errors import DomainError, Forbidden, Invalid, NotFound
+from cases.errors import DomainError, Invalid, NotFound
 from cases.models import (
+    OPEN_STATUSES,
     Attachment,
     Case,
     Role,
@@ -53,7 +54,7 @@ from cases.models import (
     Status,
     User,
 )
-from cases.notify import Ctx, render
+from cases.notify import Ctx, office_name, status_label
 from cases.phone import mask_phone
 from cases.protocol import url_protocol
 from cases.services import (
@@ -64,9 +65,17 @@ from cases.services import (
     list_cases,
     notifications_for,
     open_cases_of,
+    unread_notifications,
 )
-from cases.workflow import STEPS, allowed_actions, perform
-from console.i18n import LANGUAGES, status_name, translate
+from cases.workflow import (
+    STEPS,
+    action_label,
+    allowed_actions,
+    can_view,
+    perform,
+    reply_preview,
+)
+from console.i18n import LANGUAGES, translate
 from lineadiretta.dispatch import after_commit
 from lineadiretta.web import (
     ctx_for,
@@ -161,7 +170,7 @@ def _inject() -> dict[str, Any]:
         "lang": lang(),
         "me": u,
         "muni": muni() if u else None,
-        "status_name": lambda s: status_name(lang(), s),
+        "status_name": lambda s: status_label(s, lang()),
         "step_label": _step_label,
         "url_protocol": lambda c: url_protocol(c.year, c.number),
         "mask_phone": mask_phone,
@@ -174,19 +183,7 @@ def _inject() -> dict[str, Any]:
 
 
 def _step_label(action: str) -> str:
-    step = STEPS.get(action)
-    if step is None:
-        return {
-            "registered": "Registrato" if lang() == "it" else "Registered",
-            "register": "Registrato" if lang() == "it" else "Registered",
-            "overdue": "Scaduto" if lang() == "it" else "Overdue",
-            "citizen_message": "Messaggio del cittadino" if lang() == "it" else "Citizen message",
-            "transcript": t("transcript"),
-            "master_closed": "Chiuso con il caso principale"
-            if lang() == "it"
-            else "Closed with its master case",
-        }.get(action, action)
-    return step.label_en if lang() == "en" else step.label_it
+    return action_label(action, lang())
 
 
 def _category_name(code: str | None) -> str:
@@ -195,10 +192,7 @@ def _category_name(code: str | None) -> str:
 
 
 def _office_name(code: str | None) -> str:
-    office = muni().office(code) if code else None
-    if office is None:
-        return t("none")
-    return (office.name_en or office.name) if lang() == "en" else office.name
+    return office_name(muni(), code, lang()) if muni().office(code) else t("none")
 
 
 def _nav(u: User) -> list[tuple[str, str]]:
@@ -208,12 +202,12 @@ def _nav(u: User) -> list[tuple[str, str]]:
         items.append(("console.triage", "triage"))
     if role in queues.OFFICE_ROLES:
         items.append(("console.office", "office_queue"))
-    if role in (Role.OPERATOR, Role.REFERENT):
+    if role in queues.OWN_CASE_ROLES:
         items.append(("console.mine", "my_cases"))
     items.append(("console.search", "search"))
     if role in answers.KEEPERS:
         items.append(("console.answers_list", "answers"))
-    if role in (Role.SUPERVISOR, Role.ADMIN):
+    if role in queues.STATS_ROLES:
         items.append(("console.dashboard", "dashboard"))
     items.append(("console.notifications", "notifications"))
     return items
@@ -376,7 +370,7 @@ def home() -> Any:
 def _csv_response(cases: list[Case], filename: str) -> Response:
     from cases.stats import to_csv
 
-    tz = muni().tz
+    tz, now = muni().tz, utcnow()
     columns = [
         "protocol",
         "registered_at",
@@ -399,7 +393,7 @@ def _csv_response(cases: list[Case], filename: str) -> Response:
             c.office or "",
             c.assignee.name if c.assignee else "",
             c.due_at.astimezone(tz).date().isoformat(),
-            "yes" if c.is_open and c.due_at < utcnow() else "",
+            "yes" if c.is_open and c.due_at < now else "",
             c.original_text,
         ]
         for c in cases
@@ -408,16 +402,6 @@ def _csv_response(cases: list[Case], filename: str) -> Response:
         to_csv(columns, rows),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
-
-
-def _list_page(
-    title: str, cases: list[Case], *, csv_name: str, extra: dict[str, Any] | None = None
-) -> Any:
-    if request.args.get("format") == "csv":
-        return _csv_response(cases, csv_name)
-    return render_template(
-        "console/list.html", title=title, cases=cases, csv_name=csv_name, **(extra or {})
     )
 
 
@@ -458,7 +442,9 @@ def office() -> Any:
 @bp.get("/mine")
 def mine() -> Any:
     cases = queues.my_cases(db(), ctx(), user())
-    return _list_page(t("my_cases"), cases, csv_name="my-cases.csv")
+    if request.args.get("format") == "csv":
+        return _csv_response(cases, "my-cases.csv")
+    return render_template("console/list.html", title=t("my_cases"), cases=cases)
 
 
 @bp.get("/search")
@@ -478,10 +464,7 @@ def search() -> Any:
         f_status = None
         overdue = None
         if status == "open":
-            f_status = [x.value for x in (Status.RECEIVED, Status.ASSIGNED)] + [
-                Status.IN_PROGRESS.value,
-                Status.RESOLVED.value,
-            ]
+            f_status = [x.value for x in OPEN_STATUSES]
         elif status == "overdue":
             overdue = True
         elif status:
@@ -541,13 +524,12 @@ def _thread_and_more(case: Case) -> dict[str, Any]:
         "answers": answers.answers_for_case(s, c, case),
         "photos": [a for a in case.attachments if a.kind == "photo"],
         "recordings": [a for a in case.attachments if a.kind == "recording"],
-        "documents": [a for a in case.attachments if a.kind not in ("photo", "recording")],
     }
     if "dispatch" in actions and case.office:
         extra["load"] = queues.operator_load(s, c, case.office)
     if "duplicate" in actions:
         extra["similar"] = queues.similar_open_cases(s, c, case)
-    if {"assign"} & set(actions):
+    if "assign" in actions:
         extra["offices"] = muni().offices
         extra["categories"] = muni().categories
     return extra
@@ -628,8 +610,6 @@ def case_action(protocol: str, action: str) -> Any:
 
 
 def case_visible(case: Case) -> bool:
-    from cases.workflow import can_view
-
     return can_view(user(), case)
 
 
@@ -640,12 +620,8 @@ def preview(protocol: str) -> Any:
 
     s, c, u = db(), ctx(), user()
     case = case_for(s, c, u, protocol)
-    kind = request.form.get("step", "close")
     text = request.form.get("text", "")[:2000]
-    key = {"close": "closed", "not_competent": "not_competent", "note": "public_note"}.get(kind)
-    if key is None:
-        raise Invalid("step must be close, not_competent or note")
-    body = render(c, key, case, reply=text, note=text)
+    body = reply_preview(c, case, request.form.get("step", "close"), text)
     gsm = is_gsm7(body)
     n = segments(body)
     return jsonify(
@@ -693,26 +669,35 @@ def attachment(aid: int) -> Any:
 # ---------------------------------------------------------------- notifications
 
 
-def _notification_dict(n: StaffNotification) -> dict[str, Any]:
-    case = db().get(Case, n.case_id) if n.case_id else None
-    return {
-        "id": n.id,
-        "kind": n.kind,
-        "text": n.text,
-        "at": n.created_at.astimezone(muni().tz).strftime("%d/%m %H:%M"),
-        "read": n.read_at is not None,
-        "url": url_for("console.case_page", protocol=url_protocol(case.year, case.number))
-        if case
-        else None,
-    }
+def _notification_dicts(rows: list[StaffNotification]) -> list[dict[str, Any]]:
+    ids = {n.case_id for n in rows if n.case_id}
+    cases = {c.id: c for c in db().scalars(select(Case).where(Case.id.in_(ids)))} if ids else {}
+    tz = muni().tz
+    out = []
+    for n in rows:
+        case = cases.get(n.case_id) if n.case_id else None
+        url = (
+            url_for("console.case_page", protocol=url_protocol(case.year, case.number))
+            if case
+            else None
+        )
+        out.append(
+            {
+                "id": n.id,
+                "kind": n.kind,
+                "text": n.text,
+                "at": n.created_at.astimezone(tz).strftime("%d/%m %H:%M"),
+                "read": n.read_at is not None,
+                "url": url,
+            }
+        )
+    return out
 
 
 @bp.get("/notifications")
 def notifications() -> Any:
     rows = notifications_for(db(), user())
-    return render_template(
-        "console/notifications.html", items=[_notification_dict(n) for n in rows]
-    )
+    return render_template("console/notifications.html", items=_notification_dicts(rows))
 
 
 @bp.get("/notifications.json")
@@ -723,12 +708,12 @@ def notifications_json() -> Any:
     except ValueError:
         raise Invalid("'after' must be a whole number") from None
     s = db()
-    unread = [n for n in notifications_for(s, user(), unread_only=True)]
-    new = [n for n in unread if n.id > after]
+    count, newest = unread_notifications(s, user())
+    new = notifications_for(s, user(), unread_only=True, after_id=after, limit=10)
     return jsonify(
-        unread=len(unread),
-        latest=max((n.id for n in unread), default=after),
-        items=[_notification_dict(n) for n in new[:10]],
+        unread=count,
+        latest=max(newest or after, after),
+        items=_notification_dicts(new),
     )
 
 
@@ -767,13 +752,8 @@ def _answer_input() -> answers.AnswerInput:
     )
 
 
-def _require_keeper() -> None:
-    if user().role not in answers.KEEPERS:
-        raise Forbidden("only URP staff and supervisors keep the answer archive")
-
-
 def _answers_page(edit: Any = None) -> Any:
-    _require_keeper()
+    answers.require_keeper(user())
     rows = answers.list_answers(db(), ctx(), include_retired=request.args.get("all") == "1")
     return render_template(
         "console/answers.html",
@@ -792,7 +772,7 @@ def answers_list() -> Any:
 
 @bp.get("/answers/<int:aid>")
 def answer_edit(aid: int) -> Any:
-    _require_keeper()
+    answers.require_keeper(user())
     return _answers_page(answers.get_answer(db(), ctx(), aid))
 
 
@@ -821,16 +801,11 @@ def answer_update(aid: int) -> Any:
 # ---------------------------------------------------------------- supervisors
 
 
-def _require_supervisor() -> None:
-    if user().role not in (Role.SUPERVISOR, Role.ADMIN):
-        raise Forbidden("statistics are for supervisors")
-
-
 @bp.get("/dashboard")
 def dashboard() -> Any:
     from cases.stats import dashboard as compute
 
-    _require_supervisor()
+    queues.require_role(user(), queues.STATS_ROLES, "statistics are for supervisors")
     tz = muni().tz
     today = utcnow().astimezone(tz).date()
     end = date_arg("to") or today
@@ -839,7 +814,7 @@ def dashboard() -> Any:
         raise Invalid("'from' must not be after 'to'")
     if (end - start).days > 3 * 366:
         raise Invalid("the period may be at most three years")
-    data = compute(db(), muni().code, start=start, end=end, now=utcnow())
+    data = compute(db(), muni().code, start=start, end=end, now=utcnow(), tz=tz)
     if request.args.get("format") == "csv":
         return _dashboard_csv(data)
     return render_template("console/dashboard.html", d=data, start=start, end=end)
@@ -863,8 +838,9 @@ def _dashboard_csv(data: Any) -> Response:
 def register_download() -> Any:
     from cases.stats import to_csv
 
-    if user().role not in (Role.SUPERVISOR, Role.ADMIN, Role.URP):
-        raise Forbidden("the daily register is for URP staff and supervisors")
+    queues.require_role(
+        user(), queues.REGISTER_ROLES, "the daily register is for URP staff and supervisors"
+    )
     day = date_arg("date") or utcnow().astimezone(muni().tz).date()
     rows = daily_register(db(), muni(), day)
     body = to_csv(REGISTER_COLUMNS, rows)

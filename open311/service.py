@@ -30,7 +30,7 @@ from cases.models import OPEN_STATUSES, ApiKey, Case, CaseEvent, Channel, Status
 from cases.notify import Ctx, local_date, office_name, status_label
 from cases.protocol import parse_protocol, url_protocol
 from cases.services import NewAttachment, register_case
-from cases.workflow import STEPS
+from cases.workflow import step_label
 
 # Closed for Open311 = nothing more will happen unless URP reopens it: replied to, handed to
 # the competent body, merged into another case, or annulled. `resolved` is still open: the
@@ -426,12 +426,7 @@ def _note(ctx: Ctx, e: CaseEvent) -> dict[str, Any]:
         kind = "closed"
     else:
         kind = "activity"
-    step = STEPS.get(e.action)
-    summary = (
-        (step.label_en if lang == "en" else step.label_it)
-        if step
-        else status_label(e.to_status or "", lang)
-    )
+    summary = step_label(e.action, lang) or status_label(e.to_status or "", lang)
     return {
         "datetime": _iso(ctx, e.at),
         "type": kind,

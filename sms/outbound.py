@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cases.config import Config
 from cases.db import transaction
 from cases.models import OptOut, OutboxMessage, OutboxStatus, Role
-from cases.notify import Ctx, claim_rows, due_for_queue, notify_staff, staff_of
+from cases.notify import Ctx, claim_rows, due_for_queue, finish_claim, notify_staff, staff_of
 from cases.phone import mask_phone
 from sms.gsm import segments
 from sms.inbound import set_opt_out
@@ -151,13 +151,7 @@ class Sender:
 
     def _finish(self, row_id: int, token: str, **values: object) -> bool:
         with transaction(self.sessions) as s:
-            res = s.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row_id, OutboxMessage.claim_token == token)
-                .values(claim_token=None, **values)
-                .execution_options(synchronize_session=False)
-            )
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+            return finish_claim(s, OutboxMessage, row_id, token, **values)
 
     def _send_one(
         self, row: OutboxMessage, token: str, opted_out: bool, sent: list[dict[str, object]]

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cases.db import transaction
 from cases.models import EmailMessage, OutboxStatus
-from cases.notify import claim_rows, due_for_queue
+from cases.notify import claim_rows, due_for_queue, finish_claim
 
 log = logging.getLogger(__name__)
 
@@ -253,13 +253,7 @@ class EmailSender:
 
     def _finish(self, row_id: int, token: str, **values: object) -> bool:
         with transaction(self.sessions) as s:
-            res = s.execute(
-                update(EmailMessage)
-                .where(EmailMessage.id == row_id, EmailMessage.claim_token == token)
-                .values(claim_token=None, **values)
-                .execution_options(synchronize_session=False)
-            )
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+            return finish_claim(s, EmailMessage, row_id, token, **values)
 
     def send_ids(self, ids: list[int]) -> tuple[dict[str, int], list[tuple[int, timedelta]]]:
         """Send these rows; returns counts per outcome and (id, delay) of rows to retry."""

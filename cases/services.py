@@ -227,15 +227,22 @@ def latest_open_case(s: Session, muni: str, phone: str, since: datetime) -> Case
     return s.scalar(latest_open_case_query(muni, phone, since))
 
 
-def find_case(s: Session, ctx: Ctx, protocol: str, *, lock: bool = False) -> Case | None:
-    """The municipality's case by protocol number ('2026/0000123', '2026-123', '123')."""
-    year, number = parse_protocol(protocol, protocol_year(ctx.now, ctx.muni.tz))
+def case_by_number(
+    s: Session, municipality: str, year: int, number: int, *, lock: bool = False
+) -> Case | None:
+    """The municipality's case registered as number/year, if any."""
     q = select(Case).where(
-        Case.municipality == ctx.muni.code, Case.year == year, Case.number == number
+        Case.municipality == municipality, Case.year == year, Case.number == number
     )
     if lock:
         q = q.with_for_update(of=Case)
     return s.scalar(q)
+
+
+def find_case(s: Session, ctx: Ctx, protocol: str, *, lock: bool = False) -> Case | None:
+    """The municipality's case by protocol number ('2026/0000123', '2026-123', '123')."""
+    year, number = parse_protocol(protocol, protocol_year(ctx.now, ctx.muni.tz))
+    return case_by_number(s, ctx.muni.code, year, number, lock=lock)
 
 
 def case_for(s: Session, ctx: Ctx, actor: User, protocol: str, *, lock: bool = False) -> Case:

@@ -29,7 +29,7 @@ from cases.errors import Invalid
 from cases.models import OPEN_STATUSES, ApiKey, Case, CaseEvent, Channel, Status
 from cases.notify import Ctx, local_date, office_name, status_label
 from cases.protocol import parse_protocol, url_protocol
-from cases.services import NewAttachment, register_case
+from cases.services import NewAttachment, case_by_number, register_case
 from cases.workflow import step_label
 
 # Closed for Open311 = nothing more will happen unless URP reopens it: replied to, handed to
@@ -293,10 +293,7 @@ def parse_request_id(text: str) -> tuple[int, int]:
 
 
 def get_request(s: Session, muni: Municipality, rid: str) -> Case:
-    year, number = parse_request_id(rid)
-    case = s.scalar(
-        select(Case).where(Case.municipality == muni.code, Case.year == year, Case.number == number)
-    )
+    case = case_by_number(s, muni.code, *parse_request_id(rid))
     if case is None:
         raise Open311Error(404, f"no service request {rid[:40]!r}")
     return case

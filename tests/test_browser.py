@@ -21,9 +21,8 @@ from cases.db import transaction
 from cases.models import Case, User
 from cases.notify import Ctx
 from cases.services import create_user
-from tests.conftest import IN_CI, ROOT, _truncate, need
-from tests.fakes.provider import FakeProvider
-from tests.test_sms_e2e import SID, TOKEN, Stack, reply, wait_until
+from tests.conftest import IN_CI, ROOT, _truncate
+from tests.test_sms_e2e import Stack, reply, running_stack, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 CITIZEN = "+393331234999"
@@ -52,22 +51,12 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[Stack]:
-    need("TEST_REDIS_URL", "Redis")
-    if shutil.which("redis-server") is None:
-        if IN_CI:
-            pytest.fail("redis-server is required for the browser tests in CI")
-        pytest.skip("redis-server not installed")
     _truncate(pg_url)
-    with FakeProvider(account_sid=SID, auth_token=TOKEN) as fake:
-        st = Stack(tmp_path_factory.mktemp("browser"), pg_url, fake)
-        st.env["CONSOLE_LOGINS_PER_MINUTE"] = "120"  # every role logs in from 127.0.0.1
-        try:
-            st.start_redis()
-            st.start_web()
-            st.start_worker()
-            yield st
-        finally:
-            st.close()
+    # every role logs in from 127.0.0.1: the per-address login limit would get in the way
+    with running_stack(
+        tmp_path_factory.mktemp("browser"), pg_url, CONSOLE_LOGINS_PER_MINUTE="120"
+    ) as st:
+        yield st
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -233,16 +234,17 @@ def reply(resp: requests.Response) -> str:
     return m.group(1) if m else ""
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[Stack]:
+@contextmanager
+def running_stack(tmp: Path, url: str, **env: str) -> Iterator[Stack]:
+    """Redis, the web service and a worker (with beat) on `url`, with the fake provider."""
     need("TEST_REDIS_URL", "Redis")
     if shutil.which("redis-server") is None:
         if IN_CI:
             pytest.fail("redis-server is required for the end-to-end tests in CI")
         pytest.skip("redis-server not installed")
-    url = pg_url  # migrated; a database of its own under pytest-xdist
     with FakeProvider(account_sid=SID, auth_token=TOKEN) as fake:
-        st = Stack(tmp_path_factory.mktemp("e2e"), url, fake)
+        st = Stack(tmp, url, fake)
+        st.env.update(env)
         try:
             st.start_redis()
             st.start_web()
@@ -250,6 +252,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[Sta
             yield st
         finally:
             st.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, pg_url: str) -> Iterator[Stack]:
+    # pg_url is migrated, and a database of its own under pytest-xdist
+    with running_stack(tmp_path_factory.mktemp("e2e"), pg_url) as st:
+        yield st
 
 
 @pytest.fixture

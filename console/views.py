@@ -823,8 +823,9 @@ def dashboard() -> Any:
 def _dashboard_csv(data: Any) -> Response:
     from cases.stats import to_csv
 
+    tz = muni().tz
     rows = [
-        [o.protocol, o.office or "", o.holder, o.days_overdue, o.due_at.date().isoformat()]
+        [o.protocol, o.office or "", o.holder, o.days_overdue, o.due_at.astimezone(tz).date()]
         for o in data.overdue
     ]
     return Response(

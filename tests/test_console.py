@@ -595,3 +595,20 @@ def test_behind_a_proxy_the_forwarded_address_is_throttled(
         assert attempt("192.0.2.2") == 401  # the proxy's own address is not what counts
     finally:
         runtime(app).engine.dispose()
+
+
+def test_the_overdue_list_exports_with_local_due_dates(
+    app: Flask, team: dict[str, Any], muni: Municipality
+) -> None:
+    from lineadiretta.app import runtime
+
+    case = new_case(app, muni, "testo senza categoria, scaduto")
+    due = datetime(2026, 1, 10, 23, 30, tzinfo=UTC)  # already 11 January in Rome
+    with transaction(runtime(app).sessions) as s:
+        got = s.get(Case, case.id)
+        assert got is not None
+        got.due_at = due
+    body = browser(app, "boss").get("/console/dashboard?format=csv").get_data(as_text=True)
+    header, row = body.strip().splitlines()[:2]
+    assert header == "protocol,office,holder,days_overdue,due"
+    assert row.startswith(case.protocol) and row.endswith(",2026-01-11")

@@ -149,26 +149,33 @@ class Classifier:
     """Built once per municipality's category list; classify() is pure and cheap."""
 
     def __init__(self, categories: list[Category]):
-        self._keys: list[tuple[str, tuple[str, ...]]] = []
+        # Keyword phrases indexed by their first token, each with its place in the
+        # configuration: a text is scanned once, at each word only the phrases that start with
+        # it are compared, and the scores are then added up in configuration order (so a tie
+        # goes to the category listed first). A (category, phrase) pair counts once, however
+        # often it occurs in the text or the configuration.
+        self._by_first: dict[str, list[tuple[int, str, tuple[str, ...]]]] = {}
+        order: dict[tuple[str, tuple[str, ...]], int] = {}
         for c in categories:
             for kw in [*c.keywords, c.name_it, c.name_en]:
                 toks = tuple(tokens(kw))
-                if toks:
-                    self._keys.append((c.code, toks))
+                if toks and (c.code, toks) not in order:
+                    order[(c.code, toks)] = len(order)
+                    self._by_first.setdefault(toks[0], []).append((len(order) - 1, c.code, toks))
 
     def classify(self, text: str) -> Suggestion:
         toks = tokens(text)
-        scores: dict[str, float] = {}
-        seen: set[tuple[str, tuple[str, ...]]] = set()
-        for code, kw in self._keys:
-            if (code, kw) in seen:
-                continue
-            n = len(kw)
-            if any(tuple(toks[i : i + n]) == kw for i in range(len(toks) - n + 1)):
-                seen.add((code, kw))
-                scores[code] = scores.get(code, 0.0) + (1.0 if n == 1 else 1.5 * n)
-        if not scores:
+        found: dict[int, tuple[str, int]] = {}
+        for i, tok in enumerate(toks):
+            for rank, code, kw in self._by_first.get(tok, ()):
+                if rank not in found and tuple(toks[i : i + len(kw)]) == kw:
+                    found[rank] = (code, len(kw))
+        if not found:
             return Suggestion(None, 0.0, {})
+        scores: dict[str, float] = {}
+        for rank in sorted(found):
+            code, n = found[rank]
+            scores[code] = scores.get(code, 0.0) + (1.0 if n == 1 else 1.5 * n)
         best = max(scores, key=lambda k: scores[k])
         confidence = scores[best] / (sum(scores.values()) + 0.5)
         return Suggestion(best, round(confidence, 3), scores)

@@ -6,13 +6,20 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cases.errors import Invalid
 from cases.models import ProtocolCounter
 
+# Built once (statement construction costs more than its execution's Python side).
+_INCREMENT = (
+    update(ProtocolCounter)
+    .where(ProtocolCounter.municipality == bindparam("m"), ProtocolCounter.year == bindparam("y"))
+    .values(last_number=ProtocolCounter.last_number + 1)
+    .returning(ProtocolCounter.last_number)
+)
 _PROTOCOL = re.compile(r"^\s*(?:(\d{4})\s*[/\-. ]\s*)?0*(\d{1,7})\s*$")
 
 
@@ -28,27 +35,27 @@ def next_number(session: Session, municipality: str, year: int) -> int:
     the row lock serialises concurrent registrations, and a rollback gives the number back,
     so the sequence has no gaps (a database SEQUENCE would leave one per failed transaction).
     """
-    increment = (
-        update(ProtocolCounter)
-        .where(ProtocolCounter.municipality == municipality, ProtocolCounter.year == year)
-        .values(last_number=ProtocolCounter.last_number + 1)
-        .returning(ProtocolCounter.last_number)
-    )
+    increment, key = _INCREMENT, {"m": municipality, "y": year}
     # The row exists for all but the first registration of a year: one statement, not two,
     # while every other registration waits for this transaction.
-    number = session.execute(increment).scalar_one_or_none()
+    number = session.execute(increment, key).scalar_one_or_none()
     if number is not None:
         return int(number)
-    dialect = session.get_bind().dialect.name
+    ensure_counter(session, municipality, year)
+    return int(session.execute(increment, key).scalar_one())
+
+
+def ensure_counter(db: Session | Connection, municipality: str, year: int) -> None:
+    """Create the year's counter row at 0 if it is missing (two registrations racing to
+    create it both succeed: the loser's INSERT does nothing)."""
     values = {"municipality": municipality, "year": year, "last_number": 0}
+    dialect = db.get_bind().dialect.name if isinstance(db, Session) else db.dialect.name
     if dialect == "postgresql":
-        session.execute(postgresql.insert(ProtocolCounter).values(values).on_conflict_do_nothing())
+        db.execute(postgresql.insert(ProtocolCounter).values(values).on_conflict_do_nothing())
     elif dialect == "sqlite":
-        session.execute(sqlite.insert(ProtocolCounter).values(values).on_conflict_do_nothing())
+        db.execute(sqlite.insert(ProtocolCounter).values(values).on_conflict_do_nothing())
     else:  # pragma: no cover - other backends are not supported
-        if session.get(ProtocolCounter, (municipality, year)) is None:
-            session.execute(insert(ProtocolCounter).values(values))
-    return int(session.execute(increment).scalar_one())
+        db.execute(insert(ProtocolCounter).values(values))
 
 
 def parse_protocol(text: str, default_year: int | None = None) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cases.classifier import Classifier
@@ -53,8 +53,26 @@ class NewAttachment:
     duration_seconds: int | None = None
 
 
-def register_case(
-    s: Session,
+def register_case(s: Session, ctx: Ctx, *, confirm_by_sms: bool = True, **fields: Any) -> Case:
+    """Register a contact as a case with its protocol number, in the caller's transaction.
+
+    `fields` are prepare_case's. The number is taken last: the counter row stays locked from
+    there to the commit, so everything that can be prepared without it is prepared before
+    (a shorter queue under load). If anything later in the transaction fails, the number is
+    not consumed. (`registration.commit_registration` writes and commits a prepared case in
+    one statement on PostgreSQL, for callers that can commit at once.)
+    """
+    case = prepare_case(ctx, **fields)
+    s.add(case)
+    with s.no_autoflush:
+        case.number = next_number(s, ctx.muni.code, case.year)
+    s.flush()
+    if confirm_by_sms:
+        queue_citizen_text(s, ctx, case, "registered")
+    return case
+
+
+def prepare_case(
     ctx: Ctx,
     *,
     channel: Channel | str,
@@ -67,14 +85,14 @@ def register_case(
     address: str | None = None,
     lat: float | None = None,
     long: float | None = None,
-    confirm_by_sms: bool = True,
     registration_data: dict[str, Any] | None = None,
 ) -> Case:
-    """Register a contact as a case with its protocol number, in the caller's transaction.
+    """A new case as registration will write it, with its history (registration, automatic
+    routing) and attachments, in memory: no number yet, nothing in any session.
 
-    The number and date are taken here, in one step with no operator in between (art. 53);
-    if anything later in the transaction fails, the number is not consumed.
-    `registration_data` joins the registration event's (staff-only) data, e.g. who sent it.
+    The date is taken here and the number when it is written, in one step with no operator
+    in between (art. 53). `registration_data` joins the registration event's (staff-only)
+    data, e.g. who sent it.
     """
     try:
         channel = Channel(channel)
@@ -128,9 +146,9 @@ def register_case(
     )
     case.due_at = due_for(ctx, case)
     for a in attachments or []:
-        add_attachment(s, ctx, case, a)
+        add_attachment(ctx, case, a)
     system_step(
-        s,
+        None,
         ctx,
         case,
         "register",
@@ -152,7 +170,7 @@ def register_case(
     if route is not None and ctx.muni.auto_assign:
         case.office = route.office
         system_step(
-            s,
+            None,
             ctx,
             case,
             "assign",
@@ -161,18 +179,10 @@ def register_case(
                 data={"office": route.office, "category": category, "automatic": True},
             ),
         )
-    # The number last: the counter row stays locked from here to the commit, so everything
-    # that can be prepared without it is prepared before (shorter queue under load).
-    s.add(case)
-    with s.no_autoflush:
-        case.number = next_number(s, ctx.muni.code, year)
-    s.flush()
-    if confirm_by_sms:
-        queue_citizen_text(s, ctx, case, "registered")
     return case
 
 
-def add_attachment(s: Session, ctx: Ctx, case: Case, a: NewAttachment) -> Attachment:
+def add_attachment(ctx: Ctx, case: Case, a: NewAttachment) -> Attachment:
     row = Attachment(
         case_id=case.id,
         kind=a.kind,
@@ -195,7 +205,7 @@ def add_citizen_message(
 ) -> None:
     """A citizen wrote again about an open case: the text joins its history, staff are told."""
     for a in attachments or []:
-        add_attachment(s, ctx, case, a)
+        add_attachment(ctx, case, a)
     system_step(
         s, ctx, case, "citizen_message",
         Outcome(None, note=text[:MAX_TEXT], public=True,
@@ -207,8 +217,13 @@ def add_citizen_message(
     )
 
 
-def latest_open_case_query(muni: str, phone: str, since: datetime) -> Select[Any]:
-    """The query of latest_open_case, to combine with others in one round trip."""
+def latest_open_case_query(
+    muni: str | ColumnElement[str],
+    phone: str | ColumnElement[str],
+    since: datetime | ColumnElement[datetime],
+) -> Select[Any]:
+    """The query of latest_open_case, to combine with others in one round trip (values or
+    bound parameters)."""
     return (
         select(Case)
         .where(

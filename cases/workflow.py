@@ -455,7 +455,7 @@ def allowed_actions(actor: User, case: Case) -> list[str]:
 
 
 def _apply(
-    s: Session,
+    s: Session | None,
     ctx: Ctx,
     actor: User | None,
     case: Case,
@@ -481,6 +481,8 @@ def _apply(
     # Appending (not session.add) keeps the loaded history free of a second copy of the event.
     case.events.append(event)
     if out.public and out.template:
+        if s is None:
+            raise RuntimeError(f"step {action!r} texts the citizen: it needs a session")
         queue_citizen_text(s, ctx, case, out.template, **(out.values or {}))
     return event
 
@@ -495,8 +497,14 @@ def perform(
 
 
 def system_step(
-    s: Session, ctx: Ctx, case: Case, action: str, out: Outcome, actor: User | None = None
+    s: Session | None,
+    ctx: Ctx,
+    case: Case,
+    action: str,
+    out: Outcome,
+    actor: User | None = None,
 ) -> CaseEvent:
     """A step taken by the system (auto-routing, overdue flag), or recorded for `actor`
-    without a permission check (the registration itself)."""
+    without a permission check (the registration itself). Without a session (a case being
+    prepared in memory) the step may not text the citizen."""
     return _apply(s, ctx, actor, case, action, out.to, out)

@@ -562,7 +562,7 @@ def recording(t: Turn) -> VoiceResponse:
     if t.call.case_id is not None:
         case = t.s.get(Case, t.call.case_id)
         assert case is not None
-        add_attachment(t.s, t.ctx, case, NewAttachment("recording", url, "audio/x-wav", duration))
+        add_attachment(t.ctx, case, NewAttachment("recording", url, "audio/x-wav", duration))
     return VoiceResponse()
 
 

@@ -5,21 +5,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import DateTime, Select, String, bindparam, func, select
 from sqlalchemy.orm import Session
 
+from cases.db import Base
 from cases.errors import Invalid
 from cases.models import Case, InboundKind, InboundMessage, OptOut
 from cases.notify import Ctx, office_name, render, render_text, status_label
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
 from cases.protocol import parse_protocol, protocol_year
+from cases.registration import commit_registration
 from cases.services import (
     NewAttachment,
     add_citizen_message,
     find_case,
     latest_open_case_query,
-    register_case,
+    prepare_case,
 )
 from sms.intent import Kind, parse
 
@@ -105,46 +109,61 @@ class _Known:
     open_case_id: int | None
 
 
+@cache
+def _known_query() -> Select[Any]:
+    """Built once: the statement of _known, with its values as parameters."""
+    muni, phone = bindparam("muni", type_=String), bindparam("phone", type_=String)
+    seen = select(InboundMessage.kind, InboundMessage.reply).where(
+        InboundMessage.provider_sid == bindparam("sid")
+    )
+    return select(
+        seen.with_only_columns(InboundMessage.kind).scalar_subquery(),
+        seen.with_only_columns(InboundMessage.reply).scalar_subquery(),
+        select(Case.language)
+        .where(Case.municipality == muni, Case.phone == phone)
+        .order_by(Case.id.desc())
+        .limit(1)
+        .scalar_subquery(),
+        select(OptOut.opted_out)
+        .where(OptOut.municipality == muni, OptOut.phone == phone)
+        .scalar_subquery(),
+        select(func.count())
+        .select_from(InboundMessage)
+        .where(
+            InboundMessage.municipality == muni,
+            InboundMessage.from_phone == phone,
+            InboundMessage.received_at > bindparam("minute_ago", type_=DateTime(timezone=True)),
+        )
+        .scalar_subquery(),
+        latest_open_case_query(
+            muni, phone, bindparam("followup_since", type_=DateTime(timezone=True))
+        )
+        .with_only_columns(Case.id)
+        .scalar_subquery(),
+    )
+
+
 def _known(s: Session, ctx: Ctx, sid: str, phone: str) -> _Known:
     """The replay record, the sender's language, opt-out, texts in the last minute and open
     case in the follow-up window: one round trip, before anything is written."""
-    muni = ctx.muni.code
-    seen = select(InboundMessage.kind, InboundMessage.reply).where(
-        InboundMessage.provider_sid == sid
-    )
     row = s.execute(
-        select(
-            seen.with_only_columns(InboundMessage.kind).scalar_subquery(),
-            seen.with_only_columns(InboundMessage.reply).scalar_subquery(),
-            select(Case.language)
-            .where(Case.municipality == muni, Case.phone == phone)
-            .order_by(Case.id.desc())
-            .limit(1)
-            .scalar_subquery(),
-            select(OptOut.opted_out)
-            .where(OptOut.municipality == muni, OptOut.phone == phone)
-            .scalar_subquery(),
-            select(func.count())
-            .select_from(InboundMessage)
-            .where(
-                InboundMessage.municipality == muni,
-                InboundMessage.from_phone == phone,
-                InboundMessage.received_at > ctx.now - timedelta(minutes=1),
-            )
-            .scalar_subquery(),
-            latest_open_case_query(
-                muni, phone, ctx.now - timedelta(days=ctx.muni.sms.followup_days)
-            )
-            .with_only_columns(Case.id)
-            .scalar_subquery(),
-        )
+        _known_query(),
+        {
+            "sid": sid,
+            "muni": ctx.muni.code,
+            "phone": phone,
+            "minute_ago": ctx.now - timedelta(minutes=1),
+            "followup_since": ctx.now - timedelta(days=ctx.muni.sms.followup_days),
+        },
     ).one()
     kind, reply, language, opted_out, recent, open_case_id = row
     return _Known(kind, reply, language, bool(opted_out), int(recent or 0), open_case_id)
 
 
 def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
-    """Store the text and act on it, in the caller's transaction; returns the reply to send."""
+    """Store the text and act on it, in the caller's transaction; returns the reply to send.
+    A text that opens a new case is committed here, with its case (the caller's commit then
+    has nothing left to do)."""
     try:
         phone = normalise_phone(msg.from_, ctx.muni.country)
     except InvalidPhone as exc:
@@ -199,34 +218,61 @@ def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
             add_citizen_message(s, ctx, followed, intent.text, attachments)
             reply = render(ctx, "sms_followup", followed)
         else:
-            kind = InboundKind.NEW_CASE
-            case = register_case(
-                s,
-                ctx,
-                channel="sms",
-                text=intent.text,
-                phone=phone,
-                language=lang,
-                attachments=attachments,
-                confirm_by_sms=False,
-            )
-            reply = render(ctx, "registered", case)
-            log.info("sms from %s registered as %s", mask_phone(phone), case.protocol)
+            return _new_case(s, ctx, msg, phone, intent.text, lang, attachments, opted_out)
     if opted_out and intent.kind != Kind.OPT_IN:
         reply = None  # an opted-out citizen gets no text of any kind
-    s.add(
-        InboundMessage(
-            municipality=ctx.muni.code,
-            provider_sid=msg.sid,
-            from_phone=phone,
-            to_phone=msg.to,
-            body=msg.body,
-            num_media=len(msg.media),
-            received_at=ctx.now,
-            kind=kind.value,
-            case_id=case.id if case else None,
-            language=lang,
-            reply=reply or "",
-        )
-    )
+    s.add(_stored(ctx, msg, phone, kind, case, lang, reply))
     return Outcome(kind, reply, case)
+
+
+def _stored(
+    ctx: Ctx,
+    msg: Inbound,
+    phone: str,
+    kind: InboundKind,
+    case: Case | None,
+    lang: str,
+    reply: str | None,
+) -> InboundMessage:
+    """The row that keeps the text, what it meant and the answer (for the provider's
+    retries)."""
+    return InboundMessage(
+        municipality=ctx.muni.code,
+        provider_sid=msg.sid,
+        from_phone=phone,
+        to_phone=msg.to,
+        body=msg.body,
+        num_media=len(msg.media),
+        received_at=ctx.now,
+        kind=kind.value,
+        case_id=case.id if case else None,
+        language=lang,
+        reply=reply or "",
+    )
+
+
+def _new_case(
+    s: Session,
+    ctx: Ctx,
+    msg: Inbound,
+    phone: str,
+    text: str,
+    lang: str,
+    attachments: list[NewAttachment],
+    opted_out: bool,
+) -> Outcome:
+    """Register the text as a case and commit it with the stored text and its reply at once
+    (one statement on PostgreSQL: see cases.registration)."""
+    case = prepare_case(
+        ctx, channel="sms", text=text, phone=phone, language=lang, attachments=attachments
+    )
+
+    def stored(case: Case) -> list[Base]:
+        # An opted-out citizen gets no text of any kind.
+        reply = None if opted_out else render(ctx, "registered", case)
+        return [_stored(ctx, msg, phone, InboundKind.NEW_CASE, case, lang, reply)]
+
+    (row,) = commit_registration(s, case, stored, numbered=("reply",))
+    assert isinstance(row, InboundMessage)
+    log.info("sms from %s registered as %s", mask_phone(phone), case.protocol)
+    return Outcome(InboundKind.NEW_CASE, row.reply or None, case)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cases.classifier import Classifier, fold, tokens
-from cases.config import Config, Municipality, load_config
+from cases.config import Category, Config, Municipality, load_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -209,3 +209,28 @@ def test_stemming_is_safe_under_threads() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_ties_go_to_the_category_listed_first_whatever_the_word_order() -> None:
+    """The scores are added up in configuration order, not in the order the words come."""
+    cats = [
+        Category(code="first", name_it="Primo", name_en="First", office="A", keywords=["buca"]),
+        Category(code="second", name_it="Secondo", name_en="Second", office="A",
+                 keywords=["lampione"]),
+    ]  # fmt: skip
+    clf = Classifier(cats)
+    for text in ("buca e lampione", "lampione e buca"):
+        s = clf.classify(text)
+        assert s.category == "first"
+        assert list(s.scores) == ["first", "second"]
+    # the reverse configuration gives the reverse answer: the order, not the word, decides
+    assert Classifier(cats[::-1]).classify("buca e lampione").category == "second"
+
+
+def test_a_phrase_counts_once_however_often_it_occurs() -> None:
+    cats = [
+        Category(code="strade", name_it="Strade", name_en="Roads", office="A",
+                 keywords=["buca", "buca profonda", "buca"]),
+    ]  # fmt: skip
+    s = Classifier(cats).classify("buca profonda, buca profonda, un'altra buca")
+    assert s.scores == {"strade": 1.0 + 3.0}

@@ -1,0 +1,242 @@
+"""commit_registration: a prepared case written and committed with its linked rows, in one
+statement on PostgreSQL and through the ORM on SQLite, with the same result on both."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cases.config import Municipality
+from cases.db import Base, make_engine, make_sessionmaker
+from cases.models import Attachment, Case, CaseEvent, InboundMessage, ProtocolCounter
+from cases.notify import Ctx, render
+from cases.registration import PROVISIONAL, commit_registration
+from cases.services import NewAttachment, prepare_case, register_case
+from lineadiretta.app import runtime
+from tests.conftest import need
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+PHONE = "+393331234567"
+ODD_BODY = "sconto 50% su %s e %1$s, {protocol} 2026/0000000"  # printf and format lookalikes
+
+
+def _ctx(muni: Municipality) -> Ctx:
+    return Ctx(muni=muni, now=NOW, base_url="https://comune.example.it")
+
+
+def _inbound(ctx: Ctx, sid: str, body: str = "buca") -> Any:
+    """A `linked` callback: the stored text with the registration reply, as the SMS channel
+    builds it."""
+    seen: list[int] = []
+
+    def linked(case: Case) -> list[Base]:
+        seen.append(case.number)
+        return [
+            InboundMessage(
+                municipality=ctx.muni.code,
+                provider_sid=sid,
+                from_phone=PHONE,
+                to_phone="+390000000000",
+                body=body,
+                received_at=ctx.now,
+                kind="new_case",
+                language="it",
+                reply=render(ctx, "registered", case),
+            )
+        ]
+
+    linked.seen = seen  # type: ignore[attr-defined]
+    return linked
+
+
+def _prepare(ctx: Ctx, photos: int = 0) -> Case:
+    return prepare_case(
+        ctx,
+        channel="sms",
+        text="Buca profonda in via Roma 12",
+        phone=PHONE,
+        attachments=[
+            NewAttachment("photo", f"https://api.twilio.com/m/{i}", "image/jpeg")
+            for i in range(photos)
+        ],
+    )
+
+
+def _columns(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {c.key: getattr(obj, c.key) for c in obj.__table__.columns if c.key not in skip}
+
+
+def test_written_rows_are_what_the_orm_writes(
+    sessions: sessionmaker[Session], muni: Municipality
+) -> None:
+    ctx = _ctx(muni)
+    with sessions() as s:
+        case = _prepare(ctx, photos=2)
+        linked = _inbound(ctx, "SM1", ODD_BODY)
+        (row,) = commit_registration(s, case, linked, ("reply",))
+        # committed, persistent, nothing left for the session to write
+        assert not (s.new or s.dirty) and s.get(Case, case.id) is case
+        assert case.number == 1 and case.protocol == "2026/0000001"
+        assert isinstance(row, InboundMessage) and row.case_id == case.id
+        assert "2026/0000001" in row.reply and "/track/2026-0000001?t=" in row.reply
+        assert "0000000" not in row.reply
+        assert row.body == ODD_BODY  # text that only looks like a number or a format: as is
+        dialect = s.get_bind().dialect.name
+        assert linked.seen == [PROVISIONAL if dialect == "postgresql" else 1]
+        in_memory = {
+            "case": _columns(case),
+            "events": [_columns(e) for e in case.events],
+            "attachments": [_columns(a) for a in case.attachments],
+            "row": _columns(row),
+        }
+        media = s.info.get("new_media", [])
+    assert media == [] or [a.id for a in media] == [a["id"] for a in in_memory["attachments"]]
+
+    with sessions() as s:
+        stored = s.get(Case, case.id)
+        assert stored is not None
+        events = list(s.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id)))
+        attachments = list(s.scalars(select(Attachment).where(Attachment.case_id == case.id)))
+        stored_row = s.get(InboundMessage, row.id)  # type: ignore[attr-defined]
+        assert {
+            "case": _columns(stored),
+            "events": [_columns(e) for e in events],
+            "attachments": [_columns(a) for a in attachments],
+            "row": _columns(stored_row),
+        } == in_memory, "what is in memory is what the database holds"
+        assert [e.action for e in events] == ["register", "assign"]  # history in order
+        assert [e.id for e in events] == sorted(e.id for e in events)
+        assert [a.source_url for a in attachments] == [
+            "https://api.twilio.com/m/0",
+            "https://api.twilio.com/m/1",
+        ]
+        assert all(a.state == "pending" for a in attachments)
+
+        # The ORM path (register_case) writes the same columns for the same registration.
+        orm = register_case(
+            s,
+            ctx,
+            channel="sms",
+            text="Buca profonda in via Roma 12",
+            phone=PHONE,
+            attachments=[
+                NewAttachment("photo", f"https://api.twilio.com/m/{i}", "image/jpeg")
+                for i in range(2)
+            ],
+            confirm_by_sms=False,
+        )
+        s.commit()
+        skip = ("id", "number", "track_token", "case_id")
+        assert _columns(orm, skip) == _columns(stored, skip)
+        assert [_columns(e, skip) for e in orm.events] == [_columns(e, skip) for e in events]
+        assert [_columns(a, skip) for a in orm.attachments] == [
+            _columns(a, skip) for a in attachments
+        ]
+        assert orm.number == 2
+
+
+def test_numbers_past_seven_digits_are_printed_in_full(
+    sessions: sessionmaker[Session], muni: Municipality
+) -> None:
+    ctx = _ctx(muni)
+    with sessions() as s:
+        commit_registration(s, _prepare(ctx), _inbound(ctx, "SM1"), ("reply",))
+        s.execute(update(ProtocolCounter).values(last_number=9_999_999))
+        s.commit()
+        case = _prepare(ctx)
+        commit_registration(s, case, _inbound(ctx, "SM2"), ("reply",))
+    assert case.protocol == "2026/10000000"
+    with sessions() as s:
+        reply = s.scalar(select(InboundMessage.reply).where(InboundMessage.provider_sid == "SM2"))
+    assert reply is not None and "2026/10000000" in reply and "2026-10000000" in reply
+
+
+def test_a_failed_registration_consumes_no_number(
+    sessions: sessionmaker[Session], muni: Municipality
+) -> None:
+    ctx = _ctx(muni)
+    with sessions() as s:
+        commit_registration(s, _prepare(ctx), _inbound(ctx, "SM1"))
+        with pytest.raises(IntegrityError):  # the same provider id again: refused whole
+            commit_registration(s, _prepare(ctx, photos=1), _inbound(ctx, "SM1"))
+        s.rollback()
+        again = _prepare(ctx)
+        commit_registration(s, again, _inbound(ctx, "SM2"))
+        assert again.number == 2
+    with sessions() as s:
+        assert list(s.scalars(select(Case.number).order_by(Case.number))) == [1, 2]
+        assert s.scalar(select(func.count()).select_from(Attachment)) == 0
+        assert s.scalar(select(ProtocolCounter.last_number)) == 2
+
+
+def test_other_pending_work_is_refused(sessions: sessionmaker[Session], muni: Municipality) -> None:
+    """It commits: work the caller has not flushed would be committed behind its back."""
+    ctx = _ctx(muni)
+    with sessions() as s:
+        s.add(_prepare(ctx))
+        with pytest.raises(RuntimeError, match="commits"):
+            commit_registration(s, _prepare(ctx))
+
+
+def test_photos_are_handed_to_the_media_worker(app: Flask, muni: Municipality) -> None:
+    """The app's sessions collect new attachments for dispatch.after_commit on both paths."""
+    ctx = _ctx(muni)
+    with runtime(app).sessions() as s:
+        case = _prepare(ctx, photos=2)
+        commit_registration(s, case, _inbound(ctx, "SM1"))
+        queued = s.info.get("new_media", [])
+        assert sorted(a.id for a in queued) == sorted(a.id for a in case.attachments)
+        assert len(queued) == 2
+
+
+@pytest.mark.postgres
+def test_concurrent_registrations_are_gap_free_and_each_reply_has_its_own_number(
+    muni: Municipality,
+) -> None:
+    url = need("TEST_DATABASE_URL", "PostgreSQL")
+    from lineadiretta.migrate import upgrade
+    from tests.conftest import _truncate
+
+    upgrade(url)
+    _truncate(url)
+    engine = make_engine(url)
+    factory = make_sessionmaker(engine)
+    ctx = _ctx(muni)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(25):
+                with factory() as s:
+                    sid = f"SM{t:02d}{i:04d}"
+                    commit_registration(s, _prepare(ctx), _inbound(ctx, sid), ("reply",))
+                    if i % 7 == 3:  # a provider retry racing in: refused, no number used
+                        s.rollback()
+                        with pytest.raises(IntegrityError):
+                            commit_registration(s, _prepare(ctx), _inbound(ctx, sid), ("reply",))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    with factory() as s:
+        rows = s.execute(
+            select(Case.number, InboundMessage.reply).join(
+                InboundMessage, InboundMessage.case_id == Case.id
+            )
+        ).all()
+        counter = s.scalar(select(ProtocolCounter.last_number))
+    engine.dispose()
+    assert sorted(n for n, _ in rows) == list(range(1, 201)) and counter == 200
+    assert all(f"2026/{n:07d}" in reply for n, reply in rows)

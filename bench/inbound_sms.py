@@ -302,26 +302,82 @@ def serve_and_load(
     return result
 
 
+HISTORY_YEAR = time.gmtime().tm_year - 1
+HISTORY_SID = "HS"  # MessageSid prefix of the seeded history
+
+
+def seed_history(url: str, n: int) -> None:
+    """A register in use: n cases of last year (closed, from n distinct citizens, each with its
+    inbound text), then ANALYZE, as autovacuum keeps the statistics of a running deployment.
+    Without statistics, PostgreSQL's planner may look a citizen's cases up through the
+    (municipality, status) index and read every case of the municipality per text."""
+    import psycopg
+
+    if not n:
+        return
+    with psycopg.connect(libpq_url(url.rsplit("/", 1)[1]), autocommit=True) as conn:
+        if n:
+            conn.execute(
+                """
+                INSERT INTO cases (municipality, year, number, registered_at, channel, phone,
+                    original_text, language, category, office, status, due_at, updated_at,
+                    closed_at, track_token)
+                SELECT %(m)s, %(y)s, g, t, 'sms', '+39320' || lpad(g::text, 7, '0'),
+                    'Segnalazione precedente ' || g, 'it', 'strade', 'LLPP', 'closed',
+                    t + interval '15 days', t + interval '3 days', t + interval '3 days',
+                    'hist-' || g
+                FROM generate_series(1, %(n)s) AS g,
+                     LATERAL (SELECT make_timestamptz(%(y)s, 1, 1, 8, 0, 0, 'UTC')
+                                     + g * interval '20 minutes' AS t) AS ts
+                """,
+                {"m": MUNI, "y": HISTORY_YEAR, "n": n},
+            )
+            conn.execute(
+                """
+                INSERT INTO inbound_messages (municipality, channel, provider_sid, from_phone,
+                    to_phone, body, num_media, received_at, kind, case_id, language, reply)
+                SELECT municipality, 'sms', %(p)s || number, phone, %(to)s, original_text, 0,
+                    registered_at, 'new_case', id, 'it', 'Registrata.'
+                FROM cases WHERE municipality = %(m)s AND year = %(y)s
+                """,
+                {"m": MUNI, "y": HISTORY_YEAR, "p": HISTORY_SID, "to": TO},
+            )
+            conn.execute(
+                "INSERT INTO protocol_counters (municipality, year, last_number) "
+                "VALUES (%s, %s, %s)",
+                (MUNI, HISTORY_YEAR, n),
+            )
+        conn.execute("ANALYZE")
+
+
 def verify(url: str, accepted: int) -> tuple[bool, list[str]]:
-    """The register after the run: numbers exactly 1..accepted, one case per webhook."""
+    """The register after the run: this year's numbers exactly 1..accepted, one case per
+    webhook (the seeded history of last year is left out)."""
     import psycopg
 
     dbname = url.rsplit("/", 1)[1]
     with psycopg.connect(libpq_url(dbname)) as conn:
         n, distinct, lo, hi, years = conn.execute(
             "SELECT count(*), count(DISTINCT number), min(number), max(number),"
-            " count(DISTINCT year) FROM cases WHERE municipality = %s",
-            (MUNI,),
+            " count(DISTINCT year) FROM cases WHERE municipality = %s AND year <> %s",
+            (MUNI, HISTORY_YEAR),
         ).fetchone()  # type: ignore[misc]
         counter = conn.execute(
-            "SELECT coalesce(sum(last_number), 0) FROM protocol_counters WHERE municipality = %s",
-            (MUNI,),
+            "SELECT coalesce(sum(last_number), 0) FROM protocol_counters"
+            " WHERE municipality = %s AND year <> %s",
+            (MUNI, HISTORY_YEAR),
         ).fetchone()[0]  # type: ignore[index]
         kinds = dict(
-            conn.execute("SELECT kind, count(*) FROM inbound_messages GROUP BY kind").fetchall()
+            conn.execute(
+                "SELECT kind, count(*) FROM inbound_messages WHERE provider_sid NOT LIKE %s"
+                " GROUP BY kind",
+                (HISTORY_SID + "%",),
+            ).fetchall()
         )
         sids = conn.execute(
             "SELECT count(*), count(DISTINCT provider_sid) FROM inbound_messages"
+            " WHERE provider_sid NOT LIKE %s",
+            (HISTORY_SID + "%",),
         ).fetchone()
     ok = (
         n == accepted
@@ -358,6 +414,13 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=None, help="seconds (20, quick 6)")
     parser.add_argument("--pool", type=int, default=None, help="signed requests precomputed")
     parser.add_argument("--app-only", action="store_true", help="diagnosis: skip the baseline")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=20_000,
+        help="last year's cases already in the register, analyzed (default 20000; 0: an "
+        "empty register that has never been analyzed)",
+    )
     args = parser.parse_args()
     args.worker_connections = worker_connections(args)
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
@@ -379,6 +442,12 @@ def main() -> int:
         print(f"precomputed {len(reqs):,} signed webhooks in {time.perf_counter() - t0:.1f}s")
 
         with scratch_database("ld_bench_in") as url:
+            seed_history(url, args.history)
+            print(
+                f"register: {args.history:,} cases of {HISTORY_YEAR} already in it, analyzed"
+                if args.history
+                else "register: empty, never analyzed"
+            )
             sync_commit = pg_setting(url, "synchronous_commit")
             fsync = pg_setting(url, "fsync")
             print(f"database {url.rsplit('/', 1)[1]}: synchronous_commit={sync_commit}, "

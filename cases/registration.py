@@ -44,6 +44,16 @@ def _printed(year: int, number: int) -> tuple[str, str]:
     return format_protocol(year, number), url_protocol(year, number)
 
 
+def write_case(s: Session, case: Case) -> None:
+    """Number a prepared case and flush it in the caller's transaction (the ORM path). The
+    number is taken last: the counter row stays locked from there to the commit, so
+    everything that can be prepared without it is prepared before."""
+    s.add(case)
+    with s.no_autoflush:
+        case.number = next_number(s, case.municipality, case.year)
+    s.flush()
+
+
 def commit_registration(
     s: Session,
     case: Case,
@@ -63,10 +73,7 @@ def commit_registration(
     if s.new or s.dirty or s.deleted:
         raise RuntimeError("commit_registration commits: flush or commit other work first")
     if s.get_bind().dialect.name != "postgresql":
-        s.add(case)
-        with s.no_autoflush:
-            case.number = next_number(s, case.municipality, case.year)
-        s.flush()
+        write_case(s, case)
         rows = linked(case) if linked else []
         for row in rows:
             row.case_id = case.id  # type: ignore[attr-defined]

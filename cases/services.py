@@ -28,7 +28,8 @@ from cases.models import (
 )
 from cases.notify import Ctx, notify_staff, office_queue_staff, queue_citizen_text, staff_of
 from cases.phone import InvalidPhone, normalise_phone
-from cases.protocol import next_number, parse_protocol, protocol_year
+from cases.protocol import parse_protocol, protocol_year
+from cases.registration import write_case
 from cases.workflow import Outcome, can_view, due_for, system_step
 
 MAX_TEXT = 10_000
@@ -56,17 +57,12 @@ class NewAttachment:
 def register_case(s: Session, ctx: Ctx, *, confirm_by_sms: bool = True, **fields: Any) -> Case:
     """Register a contact as a case with its protocol number, in the caller's transaction.
 
-    `fields` are prepare_case's. The number is taken last: the counter row stays locked from
-    there to the commit, so everything that can be prepared without it is prepared before
-    (a shorter queue under load). If anything later in the transaction fails, the number is
+    `fields` are prepare_case's. If anything later in the transaction fails, the number is
     not consumed. (`registration.commit_registration` writes and commits a prepared case in
     one statement on PostgreSQL, for callers that can commit at once.)
     """
     case = prepare_case(ctx, **fields)
-    s.add(case)
-    with s.no_autoflush:
-        case.number = next_number(s, ctx.muni.code, case.year)
-    s.flush()
+    write_case(s, case)
     if confirm_by_sms:
         queue_citizen_text(s, ctx, case, "registered")
     return case

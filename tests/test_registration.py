@@ -20,7 +20,6 @@ from cases.notify import Ctx, render
 from cases.registration import PROVISIONAL, commit_registration
 from cases.services import NewAttachment, prepare_case, register_case
 from lineadiretta.app import runtime
-from tests.conftest import need
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PHONE = "+393331234567"
@@ -198,15 +197,12 @@ def test_photos_are_handed_to_the_media_worker(app: Flask, muni: Municipality) -
 
 @pytest.mark.postgres
 def test_concurrent_registrations_are_gap_free_and_each_reply_has_its_own_number(
-    muni: Municipality,
+    muni: Municipality, pg_url: str
 ) -> None:
-    url = need("TEST_DATABASE_URL", "PostgreSQL")
-    from lineadiretta.migrate import upgrade
     from tests.conftest import _truncate
 
-    upgrade(url)
-    _truncate(url)
-    engine = make_engine(url)
+    _truncate(pg_url)  # this worker's own database (pg_url), not the one other workers share
+    engine = make_engine(pg_url)
     factory = make_sessionmaker(engine)
     ctx = _ctx(muni)
     errors: list[BaseException] = []

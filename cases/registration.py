@@ -23,17 +23,22 @@ session, with their ids, and their text holds the real number.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Integer, String, TextClause, bindparam, text
-from sqlalchemy.dialects import postgresql
+import psycopg
+from sqlalchemy import Column, ColumnElement, Engine, Select, Table, select
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-from cases.db import Base
+from cases.db import Base, direct_connections
 from cases.models import Case, format_protocol
 from cases.protocol import ensure_counter, next_number, url_protocol
 
@@ -54,11 +59,56 @@ def write_case(s: Session, case: Case) -> None:
     s.flush()
 
 
+@dataclass(frozen=True)
+class Precondition:
+    """A look-up of one row that runs inside the registration's own statement, and the
+    condition on that row under which the case is registered.
+
+    Built once per shape (`of`): `statement` is a SELECT of `ok` (the condition) and the
+    look-up's labelled columns, usable on every backend; on PostgreSQL its compiled text
+    becomes the first part of the registration's statement, so that looking up and
+    registering are one round trip.
+    """
+
+    statement: Select[Any]
+    sql: str  # `statement` for PostgreSQL, with $1.. placeholders
+    names: tuple[str, ...]  # the parameter behind each placeholder, in order
+    compiled_in: tuple[tuple[str, Any], ...]  # values SQLAlchemy keeps itself (limits, lists)
+    columns: tuple[str, ...]  # the look-up's labels
+
+    @classmethod
+    def of(
+        cls,
+        lookup: Select[Any],
+        holds: Callable[[ReadOnlyColumnCollection[str, Any]], ColumnElement[bool]],
+    ) -> Precondition:
+        """`lookup`: one row of labelled columns; `holds(columns)`: the condition on them
+        (NULL counts as not holding)."""
+        k = lookup.subquery("k")
+        statement = select(holds(k.c).label("ok"), *k.c)
+        # IN lists and limits are expanded into the text; the caller's parameters stand at
+        # None for that, and come with each registration
+        compiled = statement.compile(dialect=_DOLLAR)
+        blank = {name: None for name, b in compiled.binds.items() if b.required}
+        expanded = compiled.construct_expanded_state(blank)
+        names = tuple(expanded.positiontup or ())
+        own = expanded.parameters
+        return cls(
+            statement=statement,
+            sql=expanded.statement,
+            names=names,
+            compiled_in=tuple((n, own[n]) for n in names if own.get(n) is not None),
+            columns=tuple(k.c.keys()),
+        )
+
+
 def commit_registration(
     s: Session,
     case: Case,
     linked: Callable[[Case], list[Base]] | None = None,
     numbered: tuple[str, ...] = (),
+    *,
+    repeatable: bool = False,
 ) -> list[Base]:
     """Number, write and commit a case from `prepare_case`, with the rows `linked` makes.
 
@@ -68,42 +118,100 @@ def commit_registration(
     case's number (rendered from templates, which never quote what a citizen wrote): only
     there is the provisional number replaced; every other value is written as it is. Returns
     the rows, committed. The session must have nothing else waiting to be written (this
-    commits).
+    commits). `repeatable`: the linked rows make a second run of the same registration fail
+    (a provider's unique message id), so a statement whose connection failed may be sent
+    again.
     """
+    rows, _ = _commit(s, case, linked, numbered, None, {}, repeatable)
+    assert rows is not None
+    return rows
+
+
+def register_if(
+    s: Session,
+    precondition: Precondition,
+    values: dict[str, Any],
+    case: Case,
+    linked: Callable[[Case], list[Base]] | None = None,
+    numbered: tuple[str, ...] = (),
+    *,
+    repeatable: bool = False,
+) -> tuple[list[Base] | None, dict[str, Any]]:
+    """`commit_registration`, only if `precondition` holds for `values` (its parameters):
+    (the rows, committed, or None when it did not hold and nothing was written; the look-up's
+    row). On PostgreSQL the look-up, the registration and the commit are one statement."""
+    return _commit(s, case, linked, numbered, precondition, values, repeatable)
+
+
+def _commit(
+    s: Session,
+    case: Case,
+    linked: Callable[[Case], list[Base]] | None,
+    numbered: tuple[str, ...],
+    pre: Precondition | None,
+    values: dict[str, Any],
+    repeatable: bool,
+) -> tuple[list[Base] | None, dict[str, Any]]:
     if s.new or s.dirty or s.deleted:
         raise RuntimeError("commit_registration commits: flush or commit other work first")
-    if s.get_bind().dialect.name != "postgresql":
+    bind = s.get_bind()
+    if bind.dialect.name != "postgresql":
+        looked: dict[str, Any] = {}
+        if pre is not None:
+            got = s.execute(pre.statement, values).one()._asdict()
+            ok = bool(got.pop("ok"))
+            looked = got
+            if not ok:
+                s.commit()
+                return None, looked
         write_case(s, case)
         rows = linked(case) if linked else []
         for row in rows:
             row.case_id = case.id  # type: ignore[attr-defined]
             s.add(row)
         s.commit()
-        return rows
+        return rows, looked
 
     case.number = PROVISIONAL
     rows = linked(case) if linked else []
     events, attachments = list(case.events), list(case.attachments)
     provisional = _printed(case.year, PROVISIONAL)
-    params: dict[str, Any] = {"n_m": case.municipality, "n_y": case.year}
+    params: list[Any] = []
+    if pre is not None:
+        compiled_in = dict(pre.compiled_in)
+        params.extend(values[n] if n in values else compiled_in[n] for n in pre.names)
+    params += [case.municipality, case.year]
     shape = _Shape(
-        case=_bind(params, "c", case, ("number",)),
-        events=tuple(_bind(params, f"e{i}", e) for i, e in enumerate(events)),
-        attachments=tuple(_bind(params, f"a{i}", a) for i, a in enumerate(attachments)),
+        precondition=pre.sql if pre is not None else None,
+        looked_up=len(pre.columns) if pre is not None else 0,
+        case=_json_row(params, case, ("number",)),
+        events=tuple(_json_row(params, e) for e in events),
+        attachments=tuple(_json_row(params, a) for a in attachments),
         linked=tuple(
-            _bind(params, f"x{i}", r, numbered=numbered, provisional=provisional)
-            for i, r in enumerate(rows)
+            _json_row(params, r, numbered=numbered, provisional=provisional) for r in rows
         ),
     )
 
-    s.commit()  # end the read transaction: the statement commits on its own
-    conn = s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    stmt = _statement(shape)
-    got = conn.execute(stmt, params).one_or_none()
-    if got is None:  # the first registration of the year: the counter row is missing
-        ensure_counter(conn, case.municipality, case.year)
-        got = conn.execute(stmt, params).one()
-    ids = iter(got)
+    s.commit()  # end any read transaction: the statement commits on its own
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    direct = direct_connections(engine)
+    sql = _statement(shape)
+    try:
+        got = direct.fetchone(sql, params, repeatable=repeatable)
+        looked = _looked_up(pre, got)
+        if pre is not None and not got[0]:
+            return None, looked
+        if got is None or (pre is not None and got[1 + shape.looked_up] is None):
+            # the first registration of the year: the counter row is missing
+            with engine.begin() as conn:
+                ensure_counter(conn, case.municipality, case.year)
+            got = direct.fetchone(sql, params, repeatable=repeatable)
+            looked = _looked_up(pre, got)
+            if pre is not None and not got[0]:
+                return None, looked
+    except psycopg.IntegrityError as exc:  # the same as from the ORM path
+        raise IntegrityError(sql, params, exc) from exc
+    ids = iter(got[1 + shape.looked_up :] if pre is not None else got)
     case.id, case.number = next(ids), next(ids)
     final = _printed(case.year, case.number)
     objects: list[Base] = [case]
@@ -129,7 +237,13 @@ def commit_registration(
     media = [a for a in attachments if a.state == "pending"]
     if media:
         s.info.setdefault("new_media", []).extend(media)  # queued by dispatch.after_commit
-    return rows
+    return rows, looked
+
+
+def _looked_up(pre: Precondition | None, got: Any) -> dict[str, Any]:
+    if pre is None or got is None:
+        return {}
+    return dict(zip(pre.columns, got[1 : 1 + len(pre.columns)], strict=True))
 
 
 # ---------------------------------------------------------------- the PostgreSQL statement
@@ -137,44 +251,57 @@ def commit_registration(
 
 @dataclass(frozen=True)
 class _Row:
-    """One row of the statement: its table, the columns it sets (those left out are NULL)
-    and, of those, the text columns that print the protocol number."""
+    """One row of the statement: its table, the columns it sets (those left out are NULL),
+    of those the text columns that print the protocol number, and its parameter (the row
+    as a JSON object)."""
 
     table: str
     columns: tuple[str, ...]
-    numbered: tuple[str, ...] = ()
+    numbered: tuple[str, ...]
+    param: int
 
 
 @dataclass(frozen=True)
 class _Shape:
+    precondition: str | None
+    looked_up: int
     case: _Row
     events: tuple[_Row, ...]
     attachments: tuple[_Row, ...]
     linked: tuple[_Row, ...]
 
 
-def _bind(
-    params: dict[str, Any],
-    prefix: str,
+def _json_default(v: Any) -> Any:
+    if isinstance(v, datetime):
+        if v.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware datetime")
+        return v.isoformat()
+    raise TypeError(f"{type(v).__name__} is not a column value")
+
+
+_dumps = json.JSONEncoder(default=_json_default, ensure_ascii=False).encode
+
+
+def _json_row(
+    params: list[Any],
     obj: Any,
     skip: tuple[str, ...] = ("case_id",),
     numbered: tuple[str, ...] = (),
     provisional: tuple[str, str] = ("", ""),
 ) -> _Row:
-    """The object's values (or their column defaults) as parameters `prefix_i`; a `numbered`
+    """The object's values (or their column defaults) as one JSON parameter; a `numbered`
     text that prints the provisional number becomes a PostgreSQL format() string with
     %1$s / %2$s in its place."""
     table = obj.__table__
-    columns: list[str] = []
+    values: dict[str, Any] = {}
     formatted: list[str] = []
-    for col in table.columns:
-        if col.primary_key or col.key in skip:
-            continue
+    for col in _settable(table):
         v = getattr(obj, col.key)
-        if v is None and col.default is not None:
-            v = col.default.arg if col.default.is_scalar else col.default.arg(None)
+        default: Any = col.default
+        if v is None and default is not None:
+            v = default.arg if default.is_scalar else default.arg(None)
             setattr(obj, col.key, v)
-        if v is None:
+        if v is None or col.key in skip:
             continue
         if (
             col.key in numbered
@@ -184,48 +311,50 @@ def _bind(
             v = v.replace("%", "%%").replace(provisional[0], "%1$s")
             v = v.replace(provisional[1], "%2$s")
             formatted.append(col.key)
-        params[f"{prefix}_{len(columns)}"] = v
-        columns.append(col.key)
-    return _Row(table.name, tuple(columns), tuple(formatted))
+        values[col.key] = v
+    params.append(_dumps(values))
+    return _Row(table.name, tuple(values), tuple(formatted), len(params))
 
 
-_PG = postgresql.dialect()
+@cache
+def _settable(table: Table) -> tuple[Column[Any], ...]:
+    return tuple(col for col in table.columns if not col.primary_key)
+
+
+_DOLLAR = PGDialect_psycopg(paramstyle="numeric_dollar")
 _PRINTED = "lpad(c.number::text, greatest(7, length(c.number::text)), '0')"
 _FORMAT = f"c.year::text || '/' || {_PRINTED}, c.year::text || '-' || {_PRINTED}"
 
 
 @cache
-def _statement(shape: _Shape) -> TextClause:
-    """The one statement for this shape of registration."""
-    binds: list[Any] = [
-        bindparam("n_m", type_=String()),
-        bindparam("n_y", type_=Integer()),
-    ]
+def _statement(shape: _Shape) -> str:
+    """The one statement for this shape of registration (PostgreSQL, $n placeholders):
+    [the look-up,] the counter, the case, its events, attachments and linked rows."""
 
-    def select_list(prefix: str, row: _Row) -> str:
-        table = Base.metadata.tables[row.table]
-        out = []
-        for i, key in enumerate(row.columns):
-            col, name = table.c[key], f"{prefix}_{i}"
-            binds.append(bindparam(name, type_=col.type))
-            if key in row.numbered:
-                out.append(f"format(CAST(:{name} AS TEXT), {_FORMAT})")
-            else:
-                out.append(f"CAST(:{name} AS {col.type.compile(dialect=_PG)})")
-        return ", ".join(out)
+    def values(row: _Row) -> str:
+        return ", ".join(
+            f"format(v.{key}, {_FORMAT})" if key in row.numbered else f"v.{key}"
+            for key in row.columns
+        )
 
     def insert(name: str, row: _Row, after: str | None) -> str:
         source = "c" if after is None else f"c, {after}"  # the chain orders the inserts
         return (
             f"{name} AS (INSERT INTO {row.table} ({', '.join(row.columns)}, case_id) "
-            f"SELECT {select_list(name, row)}, c.id FROM {source} RETURNING {row.table}.id)"
+            f"SELECT {values(row)}, c.id FROM {source}, "
+            f"json_populate_record(NULL::{row.table}, ${row.param}::json) v "
+            f"RETURNING {row.table}.id)"
         )
 
-    ctes = [
+    first = shape.case.param - 2  # municipality and year come just before the case
+    guard = " AND (SELECT ok FROM k)" if shape.precondition else ""
+    ctes = [f"k AS ({shape.precondition})"] if shape.precondition else []
+    ctes += [
         "n AS (UPDATE protocol_counters SET last_number = last_number + 1 "
-        "WHERE municipality = :n_m AND year = :n_y RETURNING last_number)",
+        f"WHERE municipality = ${first} AND year = ${first + 1}{guard} RETURNING last_number)",
         f"c AS (INSERT INTO cases ({', '.join(shape.case.columns)}, number) "
-        f"SELECT {select_list('c', shape.case)}, n.last_number FROM n "
+        f"SELECT {values(shape.case)}, n.last_number FROM n, "
+        f"json_populate_record(NULL::cases, ${shape.case.param}::json) v "
         "RETURNING id, year, number)",
     ]
     names: list[str] = []
@@ -236,6 +365,8 @@ def _statement(shape: _Shape) -> TextClause:
         for i, row in enumerate(rows):
             ctes.append(insert(f"{prefix}{i}", row, None))
             names.append(f"{prefix}{i}")
-    select = ", ".join(["c.id", "c.number", *(f"{n}.id" for n in names)])
-    sql = f"WITH {', '.join(ctes)} SELECT {select} FROM {', '.join(['c', *names])}"
-    return text(sql).bindparams(*binds)
+    ids = ", ".join(["c.id", "c.number", *(f"{n}.id" for n in names)])
+    written = f"SELECT {ids} FROM {', '.join(['c', *names])}"
+    if not shape.precondition:
+        return f"WITH {', '.join(ctes)} {written}"
+    return f"WITH {', '.join(ctes)} SELECT k.*, w.* FROM k LEFT JOIN ({written}) w ON true"

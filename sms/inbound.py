@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import DateTime, Select, String, bindparam, func, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    false,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from cases.db import Base
 from cases.errors import Invalid
@@ -17,7 +32,7 @@ from cases.models import Case, InboundKind, InboundMessage, OptOut
 from cases.notify import Ctx, office_name, render, render_text, status_label
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
 from cases.protocol import parse_protocol, protocol_year
-from cases.registration import commit_registration
+from cases.registration import Precondition, commit_registration, register_if
 from cases.services import (
     NewAttachment,
     add_citizen_message,
@@ -117,16 +132,18 @@ def _known_query() -> Select[Any]:
         InboundMessage.provider_sid == bindparam("sid")
     )
     return select(
-        seen.with_only_columns(InboundMessage.kind).scalar_subquery(),
-        seen.with_only_columns(InboundMessage.reply).scalar_subquery(),
+        seen.with_only_columns(InboundMessage.kind).scalar_subquery().label("seen_kind"),
+        seen.with_only_columns(InboundMessage.reply).scalar_subquery().label("seen_reply"),
         select(Case.language)
         .where(Case.municipality == muni, Case.phone == phone)
         .order_by(Case.id.desc())
         .limit(1)
-        .scalar_subquery(),
+        .scalar_subquery()
+        .label("last_language"),
         select(OptOut.opted_out)
         .where(OptOut.municipality == muni, OptOut.phone == phone)
-        .scalar_subquery(),
+        .scalar_subquery()
+        .label("opted_out"),
         select(func.count())
         .select_from(InboundMessage)
         .where(
@@ -134,30 +151,66 @@ def _known_query() -> Select[Any]:
             InboundMessage.from_phone == phone,
             InboundMessage.received_at > bindparam("minute_ago", type_=DateTime(timezone=True)),
         )
-        .scalar_subquery(),
+        .scalar_subquery()
+        .label("recent"),
         latest_open_case_query(
             muni, phone, bindparam("followup_since", type_=DateTime(timezone=True))
         )
         .with_only_columns(Case.id)
-        .scalar_subquery(),
+        .scalar_subquery()
+        .label("open_case_id"),
+    )
+
+
+@cache
+def _new_case_precondition() -> Precondition:
+    """A text that may open a case does so, in the statement that looks the sender up, when
+    the look-up shows nothing that changes the answer: not a provider retry, no flood, no
+    open case to follow up (unless NUOVA), not opted out, and the language the reply was
+    written in is the one the citizen gets."""
+
+    def holds(k: ReadOnlyColumnCollection[str, Any]) -> ColumnElement[bool]:
+        return and_(
+            k.seen_kind.is_(None),
+            func.coalesce(k.recent, 0) < bindparam("flood", type_=Integer),
+            or_(bindparam("new_anyway", type_=Boolean), k.open_case_id.is_(None)),
+            func.coalesce(k.opted_out, false()).is_(false()),
+            or_(
+                bindparam("any_language", type_=Boolean),
+                func.coalesce(k.last_language, bindparam("default_language", type_=String))
+                == bindparam("language", type_=String),
+            ),
+        )
+
+    return Precondition.of(_known_query(), holds)
+
+
+def _lookup_values(ctx: Ctx, sid: str, phone: str) -> dict[str, Any]:
+    return {
+        "sid": sid,
+        "muni": ctx.muni.code,
+        "phone": phone,
+        "minute_ago": ctx.now - timedelta(minutes=1),
+        "followup_since": ctx.now - timedelta(days=ctx.muni.sms.followup_days),
+    }
+
+
+def _as_known(row: Mapping[Any, Any]) -> _Known:
+    return _Known(
+        row["seen_kind"],
+        row["seen_reply"],
+        row["last_language"],
+        bool(row["opted_out"]),
+        int(row["recent"] or 0),
+        row["open_case_id"],
     )
 
 
 def _known(s: Session, ctx: Ctx, sid: str, phone: str) -> _Known:
     """The replay record, the sender's language, opt-out, texts in the last minute and open
     case in the follow-up window: one round trip, before anything is written."""
-    row = s.execute(
-        _known_query(),
-        {
-            "sid": sid,
-            "muni": ctx.muni.code,
-            "phone": phone,
-            "minute_ago": ctx.now - timedelta(minutes=1),
-            "followup_since": ctx.now - timedelta(days=ctx.muni.sms.followup_days),
-        },
-    ).one()
-    kind, reply, language, opted_out, recent, open_case_id = row
-    return _Known(kind, reply, language, bool(opted_out), int(recent or 0), open_case_id)
+    row = s.execute(_known_query(), _lookup_values(ctx, sid, phone)).one()
+    return _as_known(row._mapping)
 
 
 def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
@@ -169,19 +222,34 @@ def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
     except InvalidPhone as exc:
         # a retry of a stored text cannot get here: only normalised senders are stored
         raise Invalid(f"'From' is not a phone number we can answer: {exc}") from None
-    known = _known(s, ctx, msg.sid, phone)
-    if known.seen_kind is not None:  # the provider retried: same answer, nothing new
-        return Outcome(InboundKind(known.seen_kind), known.seen_reply or None, replayed=True)
     if len(msg.media) > MAX_MEDIA:
         raise Invalid(f"at most {MAX_MEDIA} media per message")
     rules = ctx.muni.sms
     intent = parse(msg.body, rules, msg.opt_out_type)
-    if intent.english and "en" in ctx.muni.templates:
-        lang = "en"
-    else:
-        lang = known.last_language or ctx.muni.language
-    opted_out = known.opted_out
+    english = intent.english and "en" in ctx.muni.templates
     attachments = [NewAttachment("photo", url, ctype or None) for url, ctype in msg.media]
+    if intent.kind in (Kind.TEXT, Kind.NEW):
+        # Most texts open a case: look up and register in one go, if nothing says otherwise.
+        lang: str = "en" if english else ctx.muni.language
+        values = _lookup_values(ctx, msg.sid, phone) | {
+            "flood": rules.flood_per_minute,
+            "new_anyway": intent.kind == Kind.NEW,
+            "any_language": english,
+            "default_language": ctx.muni.language,
+            "language": lang,
+        }
+        registered, looked_up = _new_case(
+            s, ctx, msg, phone, intent.text, lang, attachments, False, values
+        )
+        if registered is not None:
+            return registered
+        known = _as_known(looked_up)
+    else:
+        known = _known(s, ctx, msg.sid, phone)
+    if known.seen_kind is not None:  # the provider retried: same answer, nothing new
+        return Outcome(InboundKind(known.seen_kind), known.seen_reply or None, replayed=True)
+    lang = "en" if english else known.last_language or ctx.muni.language
+    opted_out = known.opted_out
     recent = known.recent
 
     def open_case() -> Case | None:
@@ -218,7 +286,9 @@ def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
             add_citizen_message(s, ctx, followed, intent.text, attachments)
             reply = render(ctx, "sms_followup", followed)
         else:
-            return _new_case(s, ctx, msg, phone, intent.text, lang, attachments, opted_out)
+            outcome, _ = _new_case(s, ctx, msg, phone, intent.text, lang, attachments, opted_out)
+            assert outcome is not None
+            return outcome
     if opted_out and intent.kind != Kind.OPT_IN:
         reply = None  # an opted-out citizen gets no text of any kind
     s.add(_stored(ctx, msg, phone, kind, case, lang, reply))
@@ -260,9 +330,12 @@ def _new_case(
     lang: str,
     attachments: list[NewAttachment],
     opted_out: bool,
-) -> Outcome:
+    precondition: dict[str, Any] | None = None,
+) -> tuple[Outcome | None, Mapping[str, Any]]:
     """Register the text as a case and commit it with the stored text and its reply at once
-    (one statement on PostgreSQL: see cases.registration)."""
+    (one statement on PostgreSQL: see cases.registration). With `precondition` (the values
+    of the sender's look-up), only if `_new_case_precondition` holds: (None, the look-up)
+    when it does not, and nothing is written."""
     case = prepare_case(
         ctx, channel="sms", text=text, phone=phone, language=lang, attachments=attachments
     )
@@ -272,7 +345,19 @@ def _new_case(
         reply = None if opted_out else render(ctx, "registered", case)
         return [_stored(ctx, msg, phone, InboundKind.NEW_CASE, case, lang, reply)]
 
-    (row,) = commit_registration(s, case, stored, numbered=("reply",))
+    if precondition is None:
+        rows: list[Base] | None = commit_registration(
+            s, case, stored, numbered=("reply",), repeatable=True
+        )
+        looked_up: Mapping[str, Any] = {}
+    else:
+        rows, looked_up = register_if(
+            s, _new_case_precondition(), precondition, case, stored, ("reply",), repeatable=True
+        )
+        if rows is None:
+            return None, looked_up
+    assert rows is not None
+    (row,) = rows
     assert isinstance(row, InboundMessage)
     log.info("sms from %s registered as %s", mask_phone(phone), case.protocol)
-    return Outcome(InboundKind.NEW_CASE, row.reply or None, case)
+    return Outcome(InboundKind.NEW_CASE, row.reply or None, case), looked_up

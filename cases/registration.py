@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Column, ColumnElement, Engine, Select, Table, select
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -84,7 +84,7 @@ class Precondition:
     ) -> Precondition:
         """`lookup`: one row of labelled columns; `holds(columns)`: the condition on them
         (NULL counts as not holding)."""
-        k = lookup.subquery("k")
+        k = lookup.offset(0).subquery("k")  # OFFSET: looked up once, not once per use
         statement = select(holds(k.c).label("ok"), *k.c)
         # IN lists and limits are expanded into the text; the caller's parameters stand at
         # None for that, and come with each registration
@@ -209,8 +209,8 @@ def _commit(
             looked = _looked_up(pre, got)
             if pre is not None and not got[0]:
                 return None, looked
-    except psycopg.IntegrityError as exc:  # the same as from the ORM path
-        raise IntegrityError(sql, params, exc) from exc
+    except psycopg.Error as exc:  # as SQLAlchemy raises it on the ORM path (no values shown)
+        raise DBAPIError.instance(sql, params, exc, psycopg.Error, hide_parameters=True) from exc
     ids = iter(got[1 + shape.looked_up :] if pre is not None else got)
     case.id, case.number = next(ids), next(ids)
     final = _printed(case.year, case.number)

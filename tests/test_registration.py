@@ -1,5 +1,6 @@
-"""commit_registration: a prepared case written and committed with its linked rows, in one
-statement on PostgreSQL and through the ORM on SQLite, with the same result on both."""
+"""commit_registration and register_if: a prepared case written and committed with its linked
+rows (after a look-up, for register_if), in one statement on PostgreSQL and through the ORM on
+SQLite, with the same result on both."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Integer, String, bindparam, func, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cases.config import Municipality
-from cases.db import Base, make_engine, make_sessionmaker
+from cases.db import Base, direct_connections, make_engine, make_sessionmaker
 from cases.models import Attachment, Case, CaseEvent, InboundMessage, ProtocolCounter
 from cases.notify import Ctx, render
-from cases.registration import PROVISIONAL, commit_registration
+from cases.registration import PROVISIONAL, Precondition, commit_registration, register_if
 from cases.services import NewAttachment, prepare_case, register_case
 from lineadiretta.app import runtime
 
@@ -236,3 +237,81 @@ def test_concurrent_registrations_are_gap_free_and_each_reply_has_its_own_number
     engine.dispose()
     assert sorted(n for n, _ in rows) == list(range(1, 201)) and counter == 200
     assert all(f"2026/{n:07d}" in reply for n, reply in rows)
+
+
+def _at_most_one_case_per_phone() -> Precondition:
+    lookup = select(
+        select(func.count())
+        .select_from(Case)
+        .where(Case.phone == bindparam("phone", type_=String))
+        .scalar_subquery()
+        .label("cases_of_phone")
+    )
+    return Precondition.of(lookup, lambda k: k.cases_of_phone < bindparam("most", type_=Integer))
+
+
+def test_register_if_registers_only_when_its_precondition_holds(
+    sessions: sessionmaker[Session], muni: Municipality
+) -> None:
+    """The look-up runs with the registration (one statement on PostgreSQL); when its
+    condition fails nothing is written and no number is used, and the row comes back."""
+    ctx, pre = _ctx(muni), _at_most_one_case_per_phone()
+    values = {"phone": PHONE, "most": 1}
+    with sessions() as s:
+        first = _prepare(ctx)  # also the year's first number: its counter row is made
+        rows, looked = register_if(s, pre, values, first, _inbound(ctx, "SM1"), ("reply",))
+        assert rows is not None and looked == {"cases_of_phone": 0}
+        assert first.number == 1 and "2026/0000001" in rows[0].reply  # type: ignore[attr-defined]
+        again = _prepare(ctx)
+        rows, looked = register_if(s, pre, values, again, _inbound(ctx, "SM2"), ("reply",))
+        assert rows is None and looked == {"cases_of_phone": 1}
+        rows, looked = register_if(
+            s, pre, {**values, "most": 2}, _prepare(ctx), _inbound(ctx, "SM3")
+        )
+        assert rows is not None and looked == {"cases_of_phone": 1}
+    with sessions() as s:
+        assert list(s.scalars(select(Case.number).order_by(Case.number))) == [1, 2]
+        assert set(s.scalars(select(InboundMessage.provider_sid))) == {"SM1", "SM3"}
+        assert s.scalar(select(ProtocolCounter.last_number)) == 2
+
+
+@pytest.mark.postgres
+def test_a_connection_the_server_closed_is_replaced(muni: Municipality, pg_url: str) -> None:
+    """The thread's own connection, killed while idle (a restart, a fail-over): a repeatable
+    registration is sent again on a new one; another raises and writes nothing; the engine's
+    dispose() closes them."""
+    from tests.conftest import _truncate
+
+    _truncate(pg_url)
+    engine = make_engine(pg_url)
+    factory, ctx = make_sessionmaker(engine), _ctx(muni)
+    direct = direct_connections(engine)
+
+    def kill() -> None:
+        pid = direct._connection().info.backend_pid
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+
+    with factory() as s:
+        commit_registration(s, _prepare(ctx), _inbound(ctx, "SM1"), repeatable=True)
+        kill()
+        case = _prepare(ctx)
+        commit_registration(s, case, _inbound(ctx, "SM2"), repeatable=True)
+        assert case.number == 2
+        kill()
+        with pytest.raises(OperationalError):
+            commit_registration(s, _prepare(ctx), _inbound(ctx, "SM3"))
+        s.rollback()
+        case = _prepare(ctx)
+        commit_registration(s, case, _inbound(ctx, "SM4"))
+        assert case.number == 3
+    conn = direct._connection()
+    engine.dispose()
+    assert conn.closed
+    with make_sessionmaker(make_engine(pg_url))() as s:
+        assert list(s.scalars(select(InboundMessage.provider_sid).order_by(InboundMessage.id))) == [
+            "SM1",
+            "SM2",
+            "SM4",
+        ]
+        assert s.scalar(select(ProtocolCounter.last_number)) == 3

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from cases.config import Municipality
 from cases.models import Attachment, Case, InboundMessage, OptOut
@@ -236,3 +236,22 @@ def test_flooding_stores_every_text_but_warns_once(
     assert len([r for r in replies[limit:] if r]) == 1 and "molti messaggi" in replies[limit]
     assert len(cases(app)) == limit
     assert count(app, InboundMessage) == limit + 4
+
+
+def test_a_returning_citizen_is_answered_in_the_language_of_their_last_case(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    """A plain report opens a case in the statement that looks the sender up only when the
+    reply written beforehand (in the municipality's language) is the right one; a citizen
+    whose last case was in English gets the English reply instead, and still one case."""
+    r = reply_of(text(client, muni, "NEW streetlight out in via Verdi"))
+    assert "thank you" in r
+    with runtime(app).sessions() as s:  # the case is closed: the next text is a new report
+        s.execute(update(Case).values(status="closed", office=func.coalesce(Case.office, "URP")))
+        s.commit()
+    r = reply_of(text(client, muni, "buca in via Roma"))
+    second = cases(app)[-1]
+    assert len(cases(app)) == 2 and second.language == "en"
+    assert "thank you" in r and second.protocol in r
+    # Someone new writing the same gets the municipality's language.
+    assert "grazie" in reply_of(text(client, muni, "buca in via Roma", frm=OTHER))

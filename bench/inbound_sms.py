@@ -22,6 +22,11 @@ evenly between the two workers instead of piling onto whichever accepted first):
    ratio app/bare, PASS/MISS against the targets (ratio >= 0.40, p99 < 50 ms at 32
    connections), then stops every process and drops the database.
 
+With ``--floor`` it also loads bench/floor_app.py between the app and the second bare run:
+only the work required of any implementation (twilio's signature check, the sender's number,
+one durable gap-free numbered INSERT, twilio's TwiML builder), so floor/bare bounds the ratio
+that these parts allow on this machine.
+
 Never asserts timings; exits 0 unless the benchmark itself could not run.
 """
 
@@ -421,12 +426,18 @@ def main() -> int:
         help="last year's cases already in the register, analyzed (default 20000; 0: an "
         "empty register that has never been analyzed)",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also load bench/floor_app.py (the required work only: signature, phone number, "
+        "one durable numbered INSERT, TwiML): the highest ratio these parts allow",
+    )
     args = parser.parse_args()
     args.worker_connections = worker_connections(args)
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
     args.duration = args.duration if args.duration is not None else (6.0 if args.quick else 20.0)
-    # enough unique webhooks for (warm-up + window) at up to ~1,500 req/s
-    pool = args.pool or int((args.warmup + args.duration) * 1500)
+    # enough unique webhooks for (warm-up + window) at up to ~1,500 req/s (3,000 for the floor)
+    pool = args.pool or int((args.warmup + args.duration) * (3000 if args.floor else 1500))
     sigterm_as_interrupt()
 
     started = time.monotonic()
@@ -484,6 +495,16 @@ def main() -> int:
                 "app", "lineadiretta.app:create_app()", app_env, app_port, reqs_file, args,
                 tmp, "/healthz", cycle=False, dbname=url.rsplit("/", 1)[1],
             )  # fmt: skip
+            floor: dict = {}
+            if args.floor:
+                from floor_app import prepare_sms_floor
+
+                prepare_sms_floor(libpq_url(url.rsplit("/", 1)[1]))
+                floor = serve_and_load(
+                    "floor", "bench.floor_app:create_sms_app()", dict(app_env, PYTHONPATH=str(ROOT)),
+                    app_port, reqs_file, args, tmp, "/healthz", cycle=False,
+                    dbname=url.rsplit("/", 1)[1],
+                )  # fmt: skip
             bare2 = baseline("bare-after")
             gap_free, lines = verify(url, app["ok_total"])
 
@@ -500,7 +521,7 @@ def main() -> int:
             f"{load_before:.2f}; product {describe_tree()}"
         )
         rows = [("bare Flask, before", bare1), ("Linea Diretta /sms/inbound", app),
-                ("bare Flask, after", bare2)]  # fmt: skip
+                ("floor: required work only", floor), ("bare Flask, after", bare2)]  # fmt: skip
         print(table(
             ["server", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "non-200", "requests"],
             [
@@ -511,6 +532,10 @@ def main() -> int:
         ))  # fmt: skip
         print(f"baseline = mean of the two bare runs = {bare_rps:,.0f} req/s"
               + (f"; they differ by {drift:.0%}" if len(bares) == 2 else ""))  # fmt: skip
+        if "p99_ms" in floor:
+            print(f"floor / bare = {floor['rps'] / bare_rps:.3f}: no implementation with these "
+                  "parts reaches more on this machine; app / floor = "
+                  f"{app['rps'] / floor['rps']:.3f}")  # fmt: skip
         busy_others = max(r.get("foreign_share", 0.0) for _, r in rows if "cpu" in r)
         if busy_others > 0.10:
             print(f"WARNING: other processes used up to {busy_others:.0%} of the busy CPU in a "

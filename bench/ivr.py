@@ -13,6 +13,10 @@ real app, against a bare Flask endpoint returning fixed TwiML, measured in the s
    the same gunicorn settings and N keep-alive connections from a separate process;
 4. prints requests/s, p50/p99 and the ratios; target: a menu step >= 0.70 of the bare app.
 
+With ``--floor`` (and Redis) it also loads bench/floor_app.py: only the work required of any
+implementation (twilio's signature check, the call's state read from and written to Redis,
+twilio's TwiML builder), so floor/bare bounds the ratio that these parts allow here.
+
 Never asserts timings; exits 0 unless the benchmark itself could not run.
 """
 
@@ -171,6 +175,12 @@ def main() -> int:
         "afterwards; default, also for a bare --redis: BENCH_REDIS_URL or "
         "redis://127.0.0.1:6379/0); 'none' to measure only the database path",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="with Redis: also load bench/floor_app.py (the required work only: signature, "
+        "the call's state read and written in Redis, TwiML): the highest ratio these parts allow",
+    )
     args = parser.parse_args()
     args.worker_connections = args.worker_connections or -(-args.connections // args.workers)
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 4.0)
@@ -294,6 +304,21 @@ def main() -> int:
             cycle=False,
             dbname=dbname,
         )
+        r_floor = (
+            serve_and_load(
+                "floor: required work only",
+                "bench.floor_app:create_ivr_app()",
+                dict(redis_env, PYTHONPATH=str(ROOT)),
+                app_port,
+                files["menu-redis"],
+                args,
+                tmp,
+                "/healthz",
+                cycle=True,
+            )
+            if redis_url and args.floor
+            else None
+        )
         r_bare2 = serve_and_load(
             "bare-after", bare, bare_env, bare_port, files["menu"], args, tmp, "/", cycle=True
         )
@@ -343,6 +368,20 @@ def main() -> int:
             f"{r_menu['rps'] / bare_rps:.2f}",
             verdict(r_menu["rps"] / bare_rps >= TARGET_MENU),
         ],
+        *(
+            [
+                [
+                    "floor: required work only",
+                    f"{r_floor['rps']:,.0f}",
+                    f"{r_floor['p50_ms']:.1f}",
+                    f"{r_floor['p99_ms']:.1f}",
+                    f"{r_floor['rps'] / bare_rps:.2f}",
+                    "",
+                ]
+            ]
+            if r_floor
+            else []
+        ),
         [
             "registration step (/ivr/confirm)",
             f"{r_reg['rps']:,.0f}",

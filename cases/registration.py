@@ -296,12 +296,14 @@ def _json_row(
     values: dict[str, Any] = {}
     formatted: list[str] = []
     for col in _settable(table):
+        if col.key in skip:
+            continue
         v = getattr(obj, col.key)
         default: Any = col.default
         if v is None and default is not None:
             v = default.arg if default.is_scalar else default.arg(None)
             setattr(obj, col.key, v)
-        if v is None or col.key in skip:
+        if v is None:
             continue
         if (
             col.key in numbered

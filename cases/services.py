@@ -97,6 +97,9 @@ def prepare_case(
     text = (text or "").strip()
     if len(text) > MAX_TEXT:
         raise Invalid(f"the text is longer than {MAX_TEXT} characters")
+    if "\x00" in text or (address and "\x00" in address):
+        # PostgreSQL cannot store it (SQLite would): refused the same on every backend
+        raise Invalid("the text or address holds a NUL character")
     if not text and not attachments:
         raise Invalid("a case needs a text or an attachment")
     e164: str | None = None

@@ -100,7 +100,7 @@ def domain_status(exc: Exception) -> int:
 def install_error_handlers(bp: Blueprint, render: Callable[[int, str], Any]) -> None:
     """Domain refusals as 4xx, a conflicting write as 409, the database away as 503, each
     logged once and rendered in the blueprint's own format (JSON, HTML, Open311)."""
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
     from cases.errors import DomainError
 
@@ -117,6 +117,13 @@ def install_error_handlers(bp: Blueprint, render: Callable[[int, str], Any]) -> 
     def _integrity(exc: IntegrityError) -> Any:
         log.warning("%s -> 409: integrity error %s", _where(), exc.orig)
         return render(409, "the change conflicts with the register's rules; reload and retry")
+
+    @bp.errorhandler(DataError)
+    def _unstorable(exc: DataError) -> Any:
+        log.warning("%s -> 400: value refused by the database %s", _where(), exc.orig)
+        return render(
+            400, "a value cannot be stored as given (a NUL character, a number out of range)"
+        )
 
     @bp.errorhandler(OperationalError)
     def _unavailable(exc: OperationalError) -> Any:

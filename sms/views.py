@@ -70,7 +70,8 @@ def inbound() -> Any:
             sid=sid[:64],
             from_=f["From"],
             to=f["To"],
-            body=f.get("Body", ""),
+            # a phone cannot type NUL and the register cannot store it: dropped, not refused
+            body=f.get("Body", "").replace("\x00", ""),
             media=_media(),
             opt_out_type=f.get("OptOutType", ""),
         )

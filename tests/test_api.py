@@ -69,6 +69,8 @@ def test_register_at_the_counter(staff: Staff, team: dict[str, str], muni: Munic
         ({"channel": "counter", "text": "x", "category": "nope"}, "category"),
         ({"channel": "counter", "text": 5}, "text"),
         ({"channel": "counter", "text": "x" * 10_001}, "longer"),
+        ({"channel": "counter", "text": "buca\u0000"}, "NUL"),
+        ({"channel": "counter", "text": "buca", "address": "via\u0000Roma"}, "NUL"),
     ],
 )
 def test_malformed_registration_is_400_and_stores_nothing(

@@ -255,3 +255,12 @@ def test_a_returning_citizen_is_answered_in_the_language_of_their_last_case(
     assert "thank you" in r and second.protocol in r
     # Someone new writing the same gets the municipality's language.
     assert "grazie" in reply_of(text(client, muni, "buca in via Roma", frm=OTHER))
+
+
+def test_a_nul_character_in_a_text_is_dropped_not_a_500(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    """PostgreSQL cannot store NUL in text; a phone cannot type it: the text is kept without."""
+    r = reply_of(text(client, muni, "buca\x00 in via Roma"))
+    [case] = cases(app)
+    assert case.protocol in r and case.original_text == "buca in via Roma"

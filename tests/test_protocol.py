@@ -16,7 +16,7 @@ from cases.models import Case
 from cases.notify import Ctx
 from cases.protocol import parse_protocol, protocol_year
 from cases.services import register_case
-from tests.conftest import ROOT, need
+from tests.conftest import ROOT
 
 
 def _register(
@@ -112,12 +112,10 @@ def _worker(url: str, per_process: int, seed: int, q: mp.Queue) -> None:  # type
 
 
 @pytest.mark.postgres
-def test_concurrent_registration_from_8_processes_is_gap_free() -> None:
-    url = need("TEST_DATABASE_URL", "PostgreSQL")
-    from lineadiretta.migrate import upgrade
+def test_concurrent_registration_from_8_processes_is_gap_free(pg_url: str) -> None:
     from tests.conftest import _truncate
 
-    upgrade(url)
+    url = pg_url  # migrated; under xdist, this worker's own database
     _truncate(url)
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]

@@ -238,12 +238,16 @@ def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
             "default_language": ctx.muni.language,
             "language": lang,
         }
-        registered, looked_up = _new_case(
-            s, ctx, msg, phone, intent.text, lang, attachments, False, values
-        )
-        if registered is not None:
-            return registered
-        known = _as_known(looked_up)
+        try:
+            registered, looked_up = _new_case(
+                s, ctx, msg, phone, intent.text, lang, attachments, False, values
+            )
+        except Invalid:  # not a case on its own (an empty text): may still follow one up
+            known = _known(s, ctx, msg.sid, phone)
+        else:
+            if registered is not None:
+                return registered
+            known = _as_known(looked_up)
     else:
         known = _known(s, ctx, msg.sid, phone)
     if known.seen_kind is not None:  # the provider retried: same answer, nothing new

@@ -264,3 +264,13 @@ def test_a_nul_character_in_a_text_is_dropped_not_a_500(
     r = reply_of(text(client, muni, "buca\x00 in via Roma"))
     [case] = cases(app)
     assert case.protocol in r and case.original_text == "buca in via Roma"
+
+
+def test_an_empty_text_follows_up_an_open_case_and_alone_is_refused(
+    app: Flask, client: FlaskClient, muni: Municipality
+) -> None:
+    assert text(client, muni, "").status_code == 400  # no case to join, nothing to register
+    reply_of(text(client, muni, "cassonetto pieno in via Dante"))
+    r = reply_of(text(client, muni, ""))
+    [case] = cases(app)
+    assert case.protocol in r and "aggiunto" in r

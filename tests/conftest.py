@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,21 @@ def pg_url() -> Iterator[str]:
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@contextmanager
+def redis_call_store(app: Flask) -> Iterator[Any]:
+    """The app's IVR call state in the test Redis, under a prefix of its own, deleted after."""
+    from ivr.callstate import CallStore
+
+    store = CallStore.from_url(
+        need("TEST_REDIS_URL", "Redis"), prefix=f"ld:test:{secrets.token_hex(6)}:call:"
+    )
+    app.extensions["ivr_calls"] = store
+    yield store
+    keys = list(store.client.scan_iter(match=store.prefix + "*"))
+    if keys:
+        store.client.delete(*keys)
 
 
 def _truncate(url: str) -> None:

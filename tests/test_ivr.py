@@ -4,7 +4,6 @@ next request with the right fields and a valid signature, and we check what the 
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,10 +15,9 @@ from sqlalchemy import func, select
 
 from cases.config import Municipality
 from cases.models import Attachment, Call, CallStep, Case, OutboxMessage, StaffNotification
-from ivr.callstate import CallStore
 from ivr.simulator import CallLog, Switchboard
 from lineadiretta.app import runtime
-from tests.conftest import Staff, need, signed_post
+from tests.conftest import Staff, redis_call_store, signed_post
 
 CALLER = "+393331234567"
 IN_HOURS = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)  # Tuesday 10:30 in Rome
@@ -32,14 +30,8 @@ def app(request: pytest.FixtureRequest, app: Flask) -> Iterator[Flask]:
     if request.param == "database":
         yield app
         return
-    store = CallStore.from_url(
-        need("TEST_REDIS_URL", "Redis"), prefix=f"ld:test:{secrets.token_hex(6)}:call:"
-    )
-    app.extensions["ivr_calls"] = store
-    yield app
-    keys = list(store.client.scan_iter(match=store.prefix + "*"))
-    if keys:
-        store.client.delete(*keys)
+    with redis_call_store(app):
+        yield app
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ with and without Redis; these check the Redis-specific guarantees.)"""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +20,7 @@ from cases.models import Call, CallStep, Case
 from ivr.callstate import CallStore, Snapshot
 from ivr.simulator import Switchboard
 from lineadiretta.app import runtime
-from tests.conftest import need, signed_post
+from tests.conftest import redis_call_store, signed_post
 
 pytestmark = pytest.mark.redis
 CALLER = "+393331234567"
@@ -35,14 +34,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def store(app: Flask) -> Iterator[CallStore]:
-    s = CallStore.from_url(
-        need("TEST_REDIS_URL", "Redis"), prefix=f"ld:test:{secrets.token_hex(6)}:call:"
-    )
-    app.extensions["ivr_calls"] = s
-    yield s
-    keys = list(s.client.scan_iter(match=s.prefix + "*"))
-    if keys:
-        s.client.delete(*keys)
+    with redis_call_store(app) as s:
+        yield s
 
 
 class Recorder:

@@ -50,6 +50,17 @@ FIELDS = (
     "media_url",
 )
 
+# GeoReport v2's fields of a service, in the spec's order
+SERVICE_FIELDS = (
+    "service_code",
+    "service_name",
+    "description",
+    "metadata",
+    "type",
+    "keywords",
+    "group",
+)
+
 
 def rt(app: Flask) -> Any:
     from lineadiretta.app import runtime
@@ -158,15 +169,7 @@ def test_services_json_come_from_the_categories(client: FlaskClient, muni: Munic
     assert strade["service_name"] == cat.name_it
     assert strade["metadata"] is False and strade["type"] == "realtime"
     assert strade["group"] == office.name
-    assert set(strade) == {
-        "service_code",
-        "service_name",
-        "description",
-        "metadata",
-        "type",
-        "keywords",
-        "group",
-    }
+    assert set(strade) == set(SERVICE_FIELDS)
     assert cat.keywords[0] in strade["keywords"]
 
 
@@ -176,15 +179,7 @@ def test_services_xml_uses_the_spec_element_names(client: FlaskClient, muni: Mun
     children = list(root)
     assert {c.tag for c in children} == {"service"} and len(children) == len(muni.categories)
     first = children[0]
-    assert [e.tag for e in first] == [
-        "service_code",
-        "service_name",
-        "description",
-        "metadata",
-        "type",
-        "keywords",
-        "group",
-    ]
+    assert [e.tag for e in first] == list(SERVICE_FIELDS)
     assert first.findtext("metadata") == "false" and first.findtext("type") == "realtime"
 
 

@@ -13,9 +13,10 @@ from cases.errors import Invalid, NotFound
 from cases.models import Case, ReplyTemplate, Role, User
 from cases.notify import Ctx, case_fields
 from cases.queues import require_role
+from cases.workflow import REPLY_TEMPLATES
 
-# The steps whose text reaches the citizen, and the field of perform()'s body it fills.
-REPLY_STEPS: dict[str, str] = {"close": "reply", "not_competent": "reply", "note": "text"}
+# The steps whose text reaches the citizen (the workflow's own list).
+REPLY_STEPS = tuple(REPLY_TEMPLATES)
 # What a reply may say about its case; {link} is left out: the SMS template adds it.
 ANSWER_PLACEHOLDERS = ("protocol", "office", "operator", "due", "status")
 KEEPERS = frozenset({Role.URP, Role.SUPERVISOR, Role.ADMIN})

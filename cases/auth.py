@@ -126,13 +126,16 @@ def end_session(s: Session, sid: str, now: datetime) -> None:
         )
 
 
-def end_all_sessions(s: Session, user: User, now: datetime) -> None:
-    """Revoke every login of a user (password change, account disabled)."""
-    s.execute(
-        update(StaffSession)
-        .where(StaffSession.user_id == user.id, StaffSession.revoked_at.is_(None))
-        .values(revoked_at=now)
+def end_all_sessions(
+    s: Session, user: User, now: datetime, keep: StaffSession | None = None
+) -> None:
+    """Revoke every login of a user (password change, account disabled), but `keep`."""
+    q = update(StaffSession).where(
+        StaffSession.user_id == user.id, StaffSession.revoked_at.is_(None)
     )
+    if keep is not None:
+        q = q.where(StaffSession.id_hash != keep.id_hash)
+    s.execute(q.values(revoked_at=now))
 
 
 def change_password(
@@ -148,9 +151,4 @@ def change_password(
     if new == current:
         raise Invalid("the new password must differ from the current one")
     set_password(user, new)
-    q = update(StaffSession).where(
-        StaffSession.user_id == user.id, StaffSession.revoked_at.is_(None)
-    )
-    if keep is not None:
-        q = q.where(StaffSession.id_hash != keep.id_hash)
-    s.execute(q.values(revoked_at=now))
+    end_all_sessions(s, user, now, keep)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from cases.config import Office
 from cases.models import Case, EmailMessage, OutboxStatus, Role
-from cases.notify import Ctx, office_name, staff_of
+from cases.notify import Ctx, local_datetime, staff_of
 from cases.phone import mask_phone
 from cases.protocol import url_protocol
 from cases.services import open_cases_of
@@ -63,15 +63,15 @@ def voice_case_email(
         if case.phone
         else []
     )
-    registered = case.registered_at.astimezone(ctx.muni.tz).strftime("%d/%m/%Y %H:%M")
+    registered = local_datetime(ctx, case.registered_at)
     transcript = case.original_text[:MAX_TRANSCRIPT] or "(nessuna trascrizione)"
     lines = [
-        f"Nuova segnalazione telefonica per l'ufficio {office_name(ctx.muni, office.code, 'it')}.",
+        f"Nuova segnalazione telefonica per l'ufficio {office.name}.",
         "",
         f"Protocollo: {case.protocol}",
         f"Registrata il: {registered}",
         f"Categoria: {cat_name}",
-        f"Ufficio: {office_name(ctx.muni, office.code, 'it')}",
+        f"Ufficio: {office.name}",
         f"Chiamante: {mask_phone(case.phone) if case.phone else 'numero nascosto'}",
         "",
         "Trascrizione:",

@@ -49,6 +49,10 @@ def local_date(ctx: Ctx, when: datetime) -> str:
     return when.astimezone(ctx.muni.tz).strftime("%d/%m/%Y")
 
 
+def local_datetime(ctx: Ctx, when: datetime) -> str:
+    return when.astimezone(ctx.muni.tz).strftime("%d/%m/%Y %H:%M")
+
+
 STATUS_LABELS: dict[str, dict[str, str]] = {
     "it": {
         "received": "ricevuta",

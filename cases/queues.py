@@ -118,25 +118,23 @@ def operator_load(s: Session, ctx: Ctx, office: str) -> list[Load]:
     ).all()
     if not staff:
         return []
-    counts = dict(
-        s.execute(
-            select(Case.assignee_id, func.count())
+    loads = {
+        who: (open_, late)
+        for who, open_, late in s.execute(
+            select(
+                Case.assignee_id,
+                func.count(),
+                func.count().filter(Case.due_at < ctx.now),
+            )
             .where(Case.assignee_id.in_([u.id for u in staff]), Case.status.in_(_OPEN))
             .group_by(Case.assignee_id)
         ).all()
-    )
-    late = dict(
-        s.execute(
-            select(Case.assignee_id, func.count())
-            .where(
-                Case.assignee_id.in_([u.id for u in staff]),
-                Case.status.in_(_OPEN),
-                Case.due_at < ctx.now,
-            )
-            .group_by(Case.assignee_id)
-        ).all()
-    )
-    return [Load(u, int(counts.get(u.id, 0)), int(late.get(u.id, 0))) for u in staff]
+    }
+    out = []
+    for u in staff:
+        open_, late = loads.get(u.id, (0, 0))
+        out.append(Load(u, int(open_), int(late)))
+    return out
 
 
 # ---------------------------------------------------------------- duplicates
@@ -181,11 +179,11 @@ def similar_open_cases(
     ).all()
     mine = _words(f"{case.original_text} {case.address or ''}")
     here = (case.lat, case.long) if case.lat is not None and case.long is not None else None
+    category = case.category or case.suggested_category
     out = []
     for c in candidates:
         shared = sorted(mine & _words(f"{c.original_text} {c.address or ''}"))
         score = 2.0 * len(shared)
-        category = case.category or case.suggested_category
         if category and category in (c.category, c.suggested_category):
             score += 3.0
         metres = None

@@ -221,8 +221,9 @@ def latest_open_case_query(
     phone: str | ColumnElement[str],
     since: datetime | ColumnElement[datetime],
 ) -> Select[Any]:
-    """The query of latest_open_case, to combine with others in one round trip (values or
-    bound parameters)."""
+    """The citizen's most recent open case with activity since `since` (the follow-up
+    window), as a query to combine with others in one round trip (values or bound
+    parameters)."""
     return (
         select(Case)
         .where(
@@ -234,11 +235,6 @@ def latest_open_case_query(
         .order_by(Case.updated_at.desc(), Case.id.desc())
         .limit(1)
     )
-
-
-def latest_open_case(s: Session, muni: str, phone: str, since: datetime) -> Case | None:
-    """The citizen's most recent open case with activity since `since` (follow-up window)."""
-    return s.scalar(latest_open_case_query(muni, phone, since))
 
 
 def case_by_number(
@@ -354,6 +350,11 @@ def open_cases_of(s: Session, muni: str, phone: str) -> list[Case]:
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
+def is_email(value: str) -> bool:
+    """Shaped like an e-mail address (one @, a dot in the domain, no spaces)."""
+    return bool(_EMAIL.fullmatch(value))
+
+
 def hash_token(token: str) -> str:
     """Tokens are 256 random bits, so one SHA-256 is enough (no password stretching needed)."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -382,7 +383,7 @@ def create_user(
         raise Invalid(f"unknown office {office!r} in {ctx.muni.code}")
     if s.scalar(select(User).where(User.municipality == ctx.muni.code, User.name == name)):
         raise Invalid(f"user {name!r} already exists in {ctx.muni.code}")
-    if email is not None and (len(email) > 200 or not _EMAIL.fullmatch(email.strip())):
+    if email is not None and (len(email) > 200 or not is_email(email.strip())):
         raise Invalid(f"{email[:60]!r} is not an e-mail address")
     try:
         staff_phone = normalise_phone(phone, ctx.muni.country) if phone else None

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from cases.config import Municipality
 from cases.errors import Invalid, NotFound
 from cases.models import Case, CaseEvent, Status
-from cases.notify import Ctx, office_name, status_label
+from cases.notify import Ctx, local_date, local_datetime, office_name, status_label
 from cases.protocol import parse_protocol, url_protocol
 from cases.workflow import action_label
 
@@ -90,10 +90,6 @@ class PublicView:
     reply: str = ""
     master: str = ""
     timeline: list[TimelineEntry] = field(default_factory=list)
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in ("received", "assigned", "in_progress", "resolved")
 
 
 @dataclass(frozen=True)
@@ -161,7 +157,7 @@ def pick_language(asked: str | None, case_language: str | None, accepted: str | 
 def _local(ctx: Ctx, when: datetime | None, with_time: bool = True) -> str:
     if when is None:
         return ""
-    return when.astimezone(ctx.muni.tz).strftime("%d/%m/%Y %H:%M" if with_time else "%d/%m/%Y")
+    return local_datetime(ctx, when) if with_time else local_date(ctx, when)
 
 
 def _label(event: CaseEvent, lang: str) -> str:

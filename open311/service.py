@@ -29,7 +29,7 @@ from cases.errors import Invalid
 from cases.models import OPEN_STATUSES, ApiKey, Case, CaseEvent, Channel, Status
 from cases.notify import Ctx, local_date, office_name, status_label
 from cases.protocol import parse_protocol, url_protocol
-from cases.services import NewAttachment, case_by_number, register_case
+from cases.services import NewAttachment, case_by_number, is_email, register_case
 from cases.workflow import step_label
 
 # Closed for Open311 = nothing more will happen unless URP reopens it: replied to, handed to
@@ -48,7 +48,6 @@ MAX_ADDRESS = 300  # Case.address
 MAX_NAME = 100
 MAX_EMAIL = 254
 MAX_URL = 2000
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not storable or not valid XML
 TOKEN_SALT = "open311-token"
 
@@ -213,7 +212,7 @@ def parse_request(
     if lat is None and address is None:
         raise Open311Error(400, "a location is required: lat and long, or address_string")
     email = _field(form, "email", MAX_EMAIL)
-    if email is not None and not _EMAIL.match(email):
+    if email is not None and not is_email(email):
         raise Open311Error(400, "email is not an e-mail address")
     media = _field(form, "media_url", MAX_URL)
     return NewRequest(

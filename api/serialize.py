@@ -35,7 +35,7 @@ def case_json(case: Case, ctx: Ctx, viewer: User, *, events: bool = True) -> dic
         "assignee": case.assignee.name if case.assignee else None,
         "assignee_name": case.assignee.display_name if case.assignee else None,
         "due_at": iso(case.due_at),
-        "overdue": case.is_open and case.due_at < ctx.now,
+        "overdue": case.is_overdue(ctx.now),
         "updated_at": iso(case.updated_at),
         "closed_at": iso(case.closed_at),
         "master": case.master.protocol if case.master else None,

@@ -165,6 +165,10 @@ class Case(Base):
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
 
+    def is_overdue(self, now: datetime) -> bool:
+        """Still open past its due date."""
+        return self.is_open and self.due_at < now
+
 
 def format_protocol(year: int, number: int) -> str:
     return f"{year}/{number:07d}"

@@ -56,7 +56,7 @@ from cases.models import (
 )
 from cases.notify import Ctx, office_name, status_label
 from cases.phone import mask_phone
-from cases.protocol import url_protocol
+from cases.protocol import parse_protocol, url_protocol
 from cases.services import (
     REGISTER_COLUMNS,
     CaseFilter,
@@ -172,6 +172,7 @@ def _inject() -> dict[str, Any]:
         "muni": muni() if u else None,
         "status_name": lambda s: status_label(s, lang()),
         "step_label": _step_label,
+        "allowed_actions": allowed_actions,
         "url_protocol": lambda c: url_protocol(c.year, c.number),
         "mask_phone": mask_phone,
         "csrf_token": generate_csrf,
@@ -267,7 +268,7 @@ def _page_error(status: int, message: str) -> Any:
     return render_template("console/error.html", status=status, message=message), status
 
 
-install_error_handlers(bp, lambda status, message: _page_error(status, message))
+install_error_handlers(bp, _page_error)
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -393,7 +394,7 @@ def _csv_response(cases: list[Case], filename: str) -> Response:
             c.office or "",
             c.assignee.name if c.assignee else "",
             c.due_at.astimezone(tz).date().isoformat(),
-            "yes" if c.is_open and c.due_at < now else "",
+            "yes" if c.is_overdue(now) else "",
             c.original_text,
         ]
         for c in cases
@@ -496,8 +497,12 @@ def search() -> Any:
 
 def _query_kind(q: str) -> str:
     """What the one search box holds: a protocol number, a phone number, or words."""
-    if re.fullmatch(r"\d{4}[/-]\d{1,7}", q):
-        return "protocol"
+    if "/" in q or "-" in q or "." in q:  # year and number, as parse_protocol reads them
+        try:
+            parse_protocol(q)
+            return "protocol"
+        except Invalid:
+            pass  # a phone number written with dashes or dots, or words
     compact = re.sub(r"[\s.()/-]", "", q)
     if re.fullmatch(r"\d{1,7}", compact):
         return "protocol"  # this year's number; no phone number is that short
@@ -670,15 +675,14 @@ def attachment(aid: int) -> Any:
 
 
 def _notification_dicts(rows: list[StaffNotification]) -> list[dict[str, Any]]:
-    ids = {n.case_id for n in rows if n.case_id}
-    cases = {c.id: c for c in db().scalars(select(Case).where(Case.id.in_(ids)))} if ids else {}
     tz = muni().tz
     out = []
     for n in rows:
-        case = cases.get(n.case_id) if n.case_id else None
+        # notify_staff keeps the case's protocol number in the notification: no query
+        protocol = (n.data or {}).get("protocol") if n.case_id else None
         url = (
-            url_for("console.case_page", protocol=url_protocol(case.year, case.number))
-            if case
+            url_for("console.case_page", protocol=url_protocol(*parse_protocol(protocol)))
+            if protocol
             else None
         )
         out.append(

@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, request
 from flask.sessions import SecureCookieSessionInterface
-from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
 from cases.clock import utcnow
@@ -47,20 +46,7 @@ def _teardown(_exc: BaseException | None) -> None:
 
 
 class SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, with the signing serializer built once per key set.
-
-    Flask builds a new serializer on every request, cookie or not: ~5% of a provider webhook,
-    which never carries a cookie. The keys are configuration, so the serializer is immutable.
-    """
-
-    _built: tuple[tuple[str | bytes, ...], URLSafeTimedSerializer | None] | None = None
-
-    def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
-        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key or "")
-        built = self._built
-        if built is None or built[0] != keys:
-            built = self._built = (keys, super().get_signing_serializer(app))
-        return built[1]
+    """Flask's signed-cookie sessions, for the console only."""
 
     def open_session(self, app: Flask, request: Any) -> Any:
         """Only the console has a login cookie; webhooks, APIs and the status page get the null

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import lru_cache, wraps
+from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Response, current_app, request
@@ -31,11 +31,6 @@ def auth_token() -> str | None:
     return token
 
 
-@lru_cache(maxsize=8)
-def _validator(token: str) -> RequestValidator:
-    return RequestValidator(token)
-
-
 def signed(view: F) -> F:
     """Refuse (403, nothing stored) a webhook whose X-Twilio-Signature is missing or wrong."""
 
@@ -50,7 +45,7 @@ def signed(view: F) -> F:
         # field (a flattened dict of lists made it raise TypeError: a 500). The check itself
         # is RequestValidator.validate, never our own copy of the provider's rules.
         form = request.form
-        if not signature or not _validator(token).validate(public_url(), form, signature):
+        if not signature or not RequestValidator(token).validate(public_url(), form, signature):
             log.warning(
                 "webhook %s refused: %s signature (from %s)",
                 request.path,

@@ -402,6 +402,8 @@ def test_search_by_protocol_phone_text_and_date(
         return {p for p in (a.protocol, b.protocol) if f'data-protocol="{p}"' in html}
 
     assert found(a.protocol) == {a.protocol}
+    for sep in ("-", "."):  # written as parse_protocol reads them (it used to be taken as a phone)
+        assert found(a.protocol.replace("/", sep)) == {a.protocol}, sep
     assert found(str(b.number)) == {b.protocol}
     for phone in ("333 765 4321", "+393337654321", "0039 333.765.4321"):
         assert found(phone) == {a.protocol}, phone

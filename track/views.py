@@ -6,11 +6,9 @@ import logging
 
 from flask import Blueprint, Response, current_app, render_template, request
 
-from cases.clock import utcnow
 from cases.errors import NotFound
-from cases.notify import Ctx
 from cases.tracking import Ambiguous, locate, pick_language, public_view
-from lineadiretta.web import db, public_base_url
+from lineadiretta.web import ctx_for, db
 
 bp = Blueprint("track", __name__, url_prefix="/track", template_folder="templates")
 log = logging.getLogger(__name__)
@@ -70,6 +68,6 @@ def status_page(protocol: str) -> tuple[str, int]:
         # Same page as without a token: the answer must not tell a guess from a miss.
         log.warning("track: wrong token for case %s (%s)", found.case.protocol, found.muni.code)
     lang = pick_language(asked, found.case.language, _accepted())
-    ctx = Ctx(muni=found.muni, now=utcnow(), base_url=public_base_url())
+    ctx = ctx_for(found.muni)
     view = public_view(ctx, found.case, full=found.full, language=lang)
     return _page("status", 200, lang, v=view, token=token if found.full else None, m=muni_code)

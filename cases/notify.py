@@ -6,15 +6,17 @@ step that commits is never forgotten even if the broker is down. Sending is the 
 
 from __future__ import annotations
 
+import secrets
 import string
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from cases.config import PLACEHOLDERS, Municipality
+from cases.db import transaction
 from cases.models import (
     Case,
     OutboxMessage,
@@ -242,37 +244,53 @@ def due_for_queue(
     return ids
 
 
-def claim_rows(s: Session, model: Any, ids: list[int], token: str, now: datetime) -> list[Any]:
-    """Take these outbox rows (texts or e-mails) for one worker in one UPDATE ... RETURNING:
-    only rows still waiting and due are taken, so a second worker gets nothing."""
+MAX_ATTEMPTS = 6  # sends of one outbox row (text or e-mail) before it fails for good
+
+
+def backoff(attempts: int, first_seconds: int) -> timedelta:
+    """The wait before an outbox row's next attempt: first_seconds, doubling, capped at 30 min."""
+    return timedelta(seconds=min(first_seconds * 2 ** max(attempts - 1, 0), 1800))
+
+
+def claim_rows(
+    sessions: sessionmaker[Session], model: Any, ids: list[int], now: datetime
+) -> tuple[str, list[Any]]:
+    """Take these outbox rows (texts or e-mails) for one worker in one UPDATE ... RETURNING,
+    in a transaction of its own: only rows still waiting and due are taken, so a second worker
+    gets nothing. Returns the claim's token and the rows."""
+    token = secrets.token_hex(16)
     if not ids:
-        return []
-    return list(
-        s.scalars(
-            update(model)
-            .where(
-                model.id.in_(ids),
-                model.status.in_([OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]),
-                model.not_before <= now,
+        return token, []
+    with transaction(sessions) as s:
+        return token, list(
+            s.scalars(
+                update(model)
+                .where(
+                    model.id.in_(ids),
+                    model.status.in_([OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]),
+                    model.not_before <= now,
+                )
+                .values(
+                    status=OutboxStatus.CLAIMED.value,
+                    claim_token=token,
+                    claimed_at=now,
+                    attempts=model.attempts + 1,
+                )
+                .returning(model),
+                execution_options={"synchronize_session": False},
             )
-            .values(
-                status=OutboxStatus.CLAIMED.value,
-                claim_token=token,
-                claimed_at=now,
-                attempts=model.attempts + 1,
-            )
-            .returning(model),
-            execution_options={"synchronize_session": False},
         )
-    )
 
 
-def finish_claim(s: Session, model: Any, row_id: int, token: str, **values: object) -> bool:
+def finish_claim(
+    sessions: sessionmaker[Session], model: Any, row_id: int, token: str, **values: object
+) -> bool:
     """Record what became of a claimed row, only if this worker's claim still holds it."""
-    res = s.execute(
-        update(model)
-        .where(model.id == row_id, model.claim_token == token)
-        .values(claim_token=None, **values)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    with transaction(sessions) as s:
+        res = s.execute(
+            update(model)
+            .where(model.id == row_id, model.claim_token == token)
+            .values(claim_token=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(res.rowcount)  # type: ignore[attr-defined]

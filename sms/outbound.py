@@ -11,7 +11,6 @@ claim. Nothing is sent again unless the provider has no record of it.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +23,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from cases.config import Config
 from cases.db import transaction
 from cases.models import OptOut, OutboxMessage, OutboxStatus, Role
-from cases.notify import Ctx, claim_rows, due_for_queue, finish_claim, notify_staff, staff_of
+from cases.notify import (
+    MAX_ATTEMPTS,
+    Ctx,
+    claim_rows,
+    due_for_queue,
+    finish_claim,
+    notify_staff,
+    staff_of,
+)
+from cases.notify import backoff as notify_backoff
 from cases.phone import mask_phone
 from sms.gsm import segments
 from sms.inbound import set_opt_out
@@ -35,7 +43,6 @@ log = logging.getLogger(__name__)
 
 CLAIM_TIMEOUT = timedelta(minutes=2)
 REQUEUE_AFTER = timedelta(seconds=60)
-MAX_ATTEMPTS = 6
 MAX_RATE_WAIT = 5.0  # seconds a worker may sleep for a rate slot before handing the row back
 
 # Delivery statuses only move forward; callbacks may arrive out of order.
@@ -56,7 +63,8 @@ _RANK = {
 
 
 def backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(15 * 2 ** max(attempts - 1, 0), 1800))
+    """15 s, 30 s, 1 min ... capped at 30 min."""
+    return notify_backoff(attempts, 15)
 
 
 @dataclass
@@ -82,15 +90,7 @@ class Sender:
             )
 
     def claim(self, ids: Iterable[int]) -> tuple[str, list[OutboxMessage]]:
-        token = secrets.token_hex(16)
-        now = self.clock()
-        wanted = list(ids)
-        if not wanted:
-            return token, []
-        with transaction(self.sessions) as s:
-            # one statement claims and returns the rows (no second look-up by token)
-            rows = claim_rows(s, OutboxMessage, wanted, token, now)
-        return token, rows
+        return claim_rows(self.sessions, OutboxMessage, list(ids), self.clock())
 
     @property
     def chunk(self) -> int:
@@ -150,8 +150,7 @@ class Sender:
             s.connection().execute(stmt, sent)
 
     def _finish(self, row_id: int, token: str, **values: object) -> bool:
-        with transaction(self.sessions) as s:
-            return finish_claim(s, OutboxMessage, row_id, token, **values)
+        return finish_claim(self.sessions, OutboxMessage, row_id, token, **values)
 
     def _send_one(
         self, row: OutboxMessage, token: str, opted_out: bool, sent: list[dict[str, object]]

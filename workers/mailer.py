@@ -11,10 +11,9 @@ retried with backoff up to MAX_ATTEMPTS; 5xx replies and the last attempt fail t
 from __future__ import annotations
 
 import logging
-import secrets
 import smtplib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage as Mime
@@ -27,11 +26,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cases.db import transaction
 from cases.models import EmailMessage, OutboxStatus
-from cases.notify import claim_rows, due_for_queue, finish_claim
+from cases.notify import MAX_ATTEMPTS, claim_rows, due_for_queue, finish_claim
+from cases.notify import backoff as notify_backoff
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 6
 CLAIM_TIMEOUT = timedelta(minutes=5)  # far beyond one SMTP conversation (timeout below)
 REQUEUE_AFTER = timedelta(seconds=60)
 SMTP_TIMEOUT = 30.0
@@ -40,7 +39,7 @@ DEFAULT_FROM = "Linea Diretta <noreply@localhost>"
 
 def backoff(attempts: int) -> timedelta:
     """30 s, 1 min, 2 min ... capped at 30 min."""
-    return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 1800))
+    return notify_backoff(attempts, 30)
 
 
 class MailError(Exception):
@@ -64,6 +63,11 @@ class SmtpSettings:
     timeout: float = SMTP_TIMEOUT
 
 
+def mail_sender(config: Mapping[str, object]) -> str:
+    """The From of staff e-mails: SMTP_FROM, else a no-reply address."""
+    return str(config.get("SMTP_FROM") or DEFAULT_FROM)
+
+
 def smtp_settings(config: dict[str, object]) -> SmtpSettings | None:
     """The deployment's SMTP settings; None means the sandbox (e-mails logged, rows kept).
 
@@ -71,7 +75,7 @@ def smtp_settings(config: dict[str, object]) -> SmtpSettings | None:
     insists, `?starttls=no` never), smtps://host:465 (TLS from the start). Or SMTP_HOST,
     SMTP_PORT, SMTP_USER, SMTP_PASSWORD. SMTP_FROM is the sender.
     """
-    sender = str(config.get("SMTP_FROM") or DEFAULT_FROM)
+    sender = mail_sender(config)
     url = config.get("SMTP_URL")
     host = config.get("SMTP_HOST")
     if url:
@@ -231,13 +235,7 @@ class EmailSender:
 
     def claim(self, ids: list[int]) -> tuple[str, list[EmailMessage]]:
         """Take these rows for this worker in one UPDATE ... RETURNING; others get nothing."""
-        token = secrets.token_hex(16)
-        if not ids:
-            return token, []
-        now = self.clock()
-        with transaction(self.sessions) as s:
-            rows = claim_rows(s, EmailMessage, ids, token, now)
-        return token, rows
+        return claim_rows(self.sessions, EmailMessage, ids, self.clock())
 
     def mime(self, row: EmailMessage) -> Mime:
         m = Mime()
@@ -252,8 +250,7 @@ class EmailSender:
         return m
 
     def _finish(self, row_id: int, token: str, **values: object) -> bool:
-        with transaction(self.sessions) as s:
-            return finish_claim(s, EmailMessage, row_id, token, **values)
+        return finish_claim(self.sessions, EmailMessage, row_id, token, **values)
 
     def send_ids(self, ids: list[int]) -> tuple[dict[str, int], list[tuple[int, timedelta]]]:
         """Send these rows; returns counts per outcome and (id, delay) of rows to retry."""

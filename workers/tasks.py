@@ -24,7 +24,7 @@ from cases.workflow import Outcome, system_step
 from sms.outbound import Sender
 from sms.provider import SendError, provider_from_config
 from sms.ratelimit import Limiter, LocalLimiter, RedisLimiter
-from workers.mailer import DEFAULT_FROM, EmailSender, transport_from_config
+from workers.mailer import EmailSender, mail_sender, transport_from_config
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def email_sender() -> EmailSender:
     return EmailSender(
         sessions=runtime(current_app).sessions,
         transport=transport_from_config(cfg),
-        sender=str(cfg.get("SMTP_FROM") or DEFAULT_FROM),
+        sender=mail_sender(cfg),
         clock=utcnow,
     )
 

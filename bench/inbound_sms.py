@@ -321,37 +321,35 @@ def seed_history(url: str, n: int) -> None:
     if not n:
         return
     with psycopg.connect(libpq_url(url.rsplit("/", 1)[1]), autocommit=True) as conn:
-        if n:
-            conn.execute(
-                """
-                INSERT INTO cases (municipality, year, number, registered_at, channel, phone,
-                    original_text, language, category, office, status, due_at, updated_at,
-                    closed_at, track_token)
-                SELECT %(m)s, %(y)s, g, t, 'sms', '+39320' || lpad(g::text, 7, '0'),
-                    'Segnalazione precedente ' || g, 'it', 'strade', 'LLPP', 'closed',
-                    t + interval '15 days', t + interval '3 days', t + interval '3 days',
-                    'hist-' || g
-                FROM generate_series(1, %(n)s) AS g,
-                     LATERAL (SELECT make_timestamptz(%(y)s, 1, 1, 8, 0, 0, 'UTC')
-                                     + g * interval '20 minutes' AS t) AS ts
-                """,
-                {"m": MUNI, "y": HISTORY_YEAR, "n": n},
-            )
-            conn.execute(
-                """
-                INSERT INTO inbound_messages (municipality, channel, provider_sid, from_phone,
-                    to_phone, body, num_media, received_at, kind, case_id, language, reply)
-                SELECT municipality, 'sms', %(p)s || number, phone, %(to)s, original_text, 0,
-                    registered_at, 'new_case', id, 'it', 'Registrata.'
-                FROM cases WHERE municipality = %(m)s AND year = %(y)s
-                """,
-                {"m": MUNI, "y": HISTORY_YEAR, "p": HISTORY_SID, "to": TO},
-            )
-            conn.execute(
-                "INSERT INTO protocol_counters (municipality, year, last_number) "
-                "VALUES (%s, %s, %s)",
-                (MUNI, HISTORY_YEAR, n),
-            )
+        conn.execute(
+            """
+            INSERT INTO cases (municipality, year, number, registered_at, channel, phone,
+                original_text, language, category, office, status, due_at, updated_at,
+                closed_at, track_token)
+            SELECT %(m)s, %(y)s, g, t, 'sms', '+39320' || lpad(g::text, 7, '0'),
+                'Segnalazione precedente ' || g, 'it', 'strade', 'LLPP', 'closed',
+                t + interval '15 days', t + interval '3 days', t + interval '3 days',
+                'hist-' || g
+            FROM generate_series(1, %(n)s) AS g,
+                 LATERAL (SELECT make_timestamptz(%(y)s, 1, 1, 8, 0, 0, 'UTC')
+                                 + g * interval '20 minutes' AS t) AS ts
+            """,
+            {"m": MUNI, "y": HISTORY_YEAR, "n": n},
+        )
+        conn.execute(
+            """
+            INSERT INTO inbound_messages (municipality, channel, provider_sid, from_phone,
+                to_phone, body, num_media, received_at, kind, case_id, language, reply)
+            SELECT municipality, 'sms', %(p)s || number, phone, %(to)s, original_text, 0,
+                registered_at, 'new_case', id, 'it', 'Registrata.'
+            FROM cases WHERE municipality = %(m)s AND year = %(y)s
+            """,
+            {"m": MUNI, "y": HISTORY_YEAR, "p": HISTORY_SID, "to": TO},
+        )
+        conn.execute(
+            "INSERT INTO protocol_counters (municipality, year, last_number) VALUES (%s, %s, %s)",
+            (MUNI, HISTORY_YEAR, n),
+        )
         conn.execute("ANALYZE")
 
 

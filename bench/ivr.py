@@ -68,7 +68,7 @@ def make_calls(
 
     from cases.db import make_engine
     from cases.models import Call
-    from ivr.callstate import Snapshot
+    from ivr.callstate import CallStore, Snapshot
 
     now = datetime.now(UTC)
     sids = [f"CA{prefix}{i:030d}"[:34] for i in range(n)]
@@ -96,12 +96,13 @@ def make_calls(
         import redis
 
         r = redis.Redis.from_url(redis_url)
+        store = CallStore(r, prefix=redis_prefix)  # its key names, written in bulk here
         for start in range(0, n, 2000):
             pipe = r.pipeline(transaction=False)
             for i, sid in enumerate(sids[start : start + 2000], start=start):
                 snap = Snapshot(MUNI, f"+39347{i:07d}", TO, "it", None, dict(state))
-                pipe.hset(redis_prefix + sid, "s", snap.dumps())
-                pipe.expire(redis_prefix + sid, 3600)
+                pipe.hset(store.key(sid), "s", snap.dumps())
+                pipe.expire(store.key(sid), 3600)
             pipe.execute()
         r.close()
     return sids

@@ -13,7 +13,7 @@ import secrets
 from sqlalchemy.orm import Session
 
 from cases.config import Office
-from cases.models import Case, EmailMessage, OutboxStatus, Role
+from cases.models import Case, EmailMessage, OutboxStatus, Role, User
 from cases.notify import Ctx, local_datetime, staff_of
 from cases.phone import mask_phone
 from cases.protocol import url_protocol
@@ -27,20 +27,25 @@ def console_link(ctx: Ctx, case: Case) -> str:
     return f"{ctx.base_url.rstrip('/')}/console/cases/{url_protocol(case.year, case.number)}"
 
 
-def referent_addresses(s: Session, ctx: Ctx, office: Office) -> list[str]:
-    """The office's active referents' e-mail addresses; the office's own address if none has one."""
-    found = [
-        u.email.strip()
-        for u in staff_of(s, ctx.muni.code, office=office.code, roles=(Role.REFERENT,))
-        if u.email and u.email.strip()
-    ]
+def referent_addresses(
+    s: Session, ctx: Ctx, office: Office, referents: list[User] | None = None
+) -> list[str]:
+    """The office's active referents' e-mail addresses (of `referents` when the caller has
+    them already); the office's own address if none has one."""
+    if referents is None:
+        referents = staff_of(s, ctx.muni.code, office=office.code, roles=(Role.REFERENT,))
+    found = [u.email.strip() for u in referents if u.email and u.email.strip()]
     if not found and office.email:
         found = [office.email]
     return list(dict.fromkeys(found))
 
 
 def voice_case_email(
-    s: Session, ctx: Ctx, case: Case, recording: str | None = None
+    s: Session,
+    ctx: Ctx,
+    case: Case,
+    recording: str | None = None,
+    referents: list[User] | None = None,
 ) -> EmailMessage | None:
     """Queue the referents' e-mail for a new voice case, if its office asks for one.
 
@@ -50,7 +55,7 @@ def voice_case_email(
     office = ctx.muni.office(case.office) or ctx.muni.urp_office
     if not office.notify_referents_by_email:
         return None
-    to = referent_addresses(s, ctx, office)
+    to = referent_addresses(s, ctx, office, referents)
     if not to:
         log.warning(
             "case %s: office %s wants e-mails but has no address", case.protocol, office.code

@@ -398,13 +398,19 @@ def route_to_operators(t: Turn, case: Case, note: str = "") -> None:
     staff = office_queue_staff(t.s, t.ctx, case.office)
     text = f"{case.protocol}: chiamata trascritta: {case.original_text[:200]}"
     notify_staff(t.s, t.ctx, staff, "voice_case", case, text, data)
-    office = t.ctx.muni.office(case.office)
-    if office is not None and office.notify_referents_by_sms:
+    office = t.ctx.muni.office(case.office) or t.ctx.muni.urp_office
+    referents = (
+        staff_of(t.s, t.ctx.muni.code, office=office.code, roles=(Role.REFERENT,))
+        if office.notify_referents_by_sms or office.notify_referents_by_email
+        else []
+    )
+    if case.office is not None and office.notify_referents_by_sms:
         body = f"{t.ctx.muni.name}: nuova segnalazione telefonica {case.protocol}: {case.original_text[:200]}"
-        for ref in staff_of(t.s, t.ctx.muni.code, office=office.code, roles=(Role.REFERENT,)):
+        for ref in referents:
             if ref.phone:
                 queue_text(t.s, t.ctx, ref.phone, body, "staff_voice_case", case, "it")
-    voice_case_email(t.s, t.ctx, case, recording)  # where the office's config asks for it
+    # where the office's config asks for it
+    voice_case_email(t.s, t.ctx, case, recording, referents=referents)
 
 
 # ------------------------------------------------------------------ status

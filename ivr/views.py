@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -53,10 +52,8 @@ NAVIGATION_STEPS = frozenset({"menu", "category", "lookup", "hold", "operator-do
 def _setup(state: BlueprintSetupState) -> None:
     """Call state in Redis when there is one: IVR_REDIS_URL, else REDIS_URL (the broker's)."""
     app = state.app
-    url = app.config.get("IVR_REDIS_URL", os.environ.get("IVR_REDIS_URL")) or app.config.get(
-        "REDIS_URL"
-    )
-    prefix = app.config.get("IVR_REDIS_PREFIX", os.environ.get("IVR_REDIS_PREFIX"))
+    url = app.config.get("IVR_REDIS_URL") or app.config.get("REDIS_URL")
+    prefix = app.config.get("IVR_REDIS_PREFIX")
     app.extensions["ivr_calls"] = (
         CallStore.from_url(url, prefix=prefix or "ld:call:") if url else None
     )
@@ -118,6 +115,7 @@ def _run(
         handler,
         store,
         snap,
+        form,
         turn_no=turn_no,
         create=create,
         unknown_ok=unknown_ok,
@@ -146,8 +144,7 @@ def _navigate(
         state={**snap.state, "turn": snap.turn + 1},
     )
     muni = runtime(current_app).config.get(call.municipality)
-    turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=form)
-    turn.navigation_only = True
+    turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=form, navigation_only=True)
     try:
         xml = str(handler(turn))
     except Invalid as exc:
@@ -163,6 +160,7 @@ def _durable(
     handler: Callable[[flow.Turn], VoiceResponse],
     store: CallStore | None,
     snap: Snapshot | None,
+    form: MultiDict[str, str],
     *,
     turn_no: int,
     create: bool,
@@ -171,7 +169,6 @@ def _durable(
     """A step on the call's row, locked, in one transaction with the answer it gives."""
     from lineadiretta.app import runtime
 
-    form = request.form
     s = db()
     prior = s.scalar(
         select(CallStep).where(

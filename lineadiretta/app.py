@@ -60,6 +60,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # how many reverse proxies stand in front (their X-Forwarded-* headers are trusted)
         PROXY_HOPS=int(os.environ.get("PROXY_HOPS", "0")),
         CONSOLE_LOGINS_PER_MINUTE=float(os.environ.get("CONSOLE_LOGINS_PER_MINUTE", "10")),
+        OPEN311_POSTS_PER_MINUTE=float(os.environ.get("OPEN311_POSTS_PER_MINUTE", "30")),
+        # calls' navigation state: this Redis, else REDIS_URL's (see ivr.views)
+        IVR_REDIS_URL=os.environ.get("IVR_REDIS_URL") or None,
+        IVR_REDIS_PREFIX=os.environ.get("IVR_REDIS_PREFIX") or None,
         LD_CONFIG=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         JSON_SORT_KEYS=False,

@@ -35,10 +35,7 @@ from cases.workflow import step_label
 # Closed for Open311 = nothing more will happen unless URP reopens it: replied to, handed to
 # the competent body, merged into another case, or annulled. `resolved` is still open: the
 # office is done but URP has not answered the citizen yet.
-CLOSED_STATUSES = frozenset(
-    {Status.CLOSED, Status.NOT_COMPETENT, Status.DUPLICATE, Status.ANNULLED}
-)
-OPEN = frozenset(OPEN_STATUSES)
+CLOSED_STATUSES = frozenset(Status) - frozenset(OPEN_STATUSES)
 
 MAX_RESULTS = 1000  # the specification's default ceiling
 DEFAULT_WINDOW = timedelta(days=90)  # ... and default (and maximum) date span
@@ -63,7 +60,7 @@ class Open311Error(Exception):
 
 def open311_status(case: Case) -> str:
     """`open` or `closed`, as GeoReport knows only these two."""
-    return "closed" if case.status in CLOSED_STATUSES else "open"
+    return "open" if case.is_open else "closed"
 
 
 # ---------------------------------------------------------------- jurisdictions
@@ -346,7 +343,7 @@ def find_requests(s: Session, ctx: Ctx, args: Mapping[str, str]) -> list[Case]:
     if bad:
         raise Open311Error(400, f"status must be open, closed or both, not {bad[0][:20]!r}")
     if set(statuses) == {"open"}:
-        q = q.where(Case.status.in_([x.value for x in OPEN]))
+        q = q.where(Case.status.in_([x.value for x in OPEN_STATUSES]))
     elif set(statuses) == {"closed"}:
         q = q.where(Case.status.in_([x.value for x in CLOSED_STATUSES]))
 

@@ -207,7 +207,7 @@ def token_lookup(token: str, fmt: str) -> Response:
 
 def _rate_limit(key: ApiKey) -> None:
     """At most OPEN311_POSTS_PER_MINUTE reports per key (shared through Redis when present)."""
-    per_minute = float(current_app.config.get("OPEN311_POSTS_PER_MINUTE", 30))
+    per_minute = float(current_app.config["OPEN311_POSTS_PER_MINUTE"])
     wait = over_limit(f"open311:{key.id}", per_minute)
     if wait is not None:
         raise Open311Error(429, f"too many requests with this api_key: retry in {wait:.0f} s")

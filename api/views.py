@@ -10,13 +10,14 @@ from flask import Blueprint, current_app, g, jsonify, request
 from api.openapi import spec
 from api.serialize import case_json, notification_json
 from cases.errors import Forbidden, Invalid, NotFound
-from cases.models import OPEN_STATUSES, Channel, Role, User
+from cases.models import Channel, Role, User
 from cases.services import (
     CaseFilter,
     case_for,
     list_cases,
     notifications_for,
     register_case,
+    status_values,
     user_by_token,
 )
 from cases.workflow import perform
@@ -129,9 +130,7 @@ def create_case() -> Any:
 @bp.get("/cases")
 def cases_list() -> Any:
     u = _user()
-    statuses = [x for x in request.args.getlist("status") for x in x.split(",") if x]
-    if "open" in statuses:
-        statuses = [x for x in statuses if x != "open"] + [x.value for x in OPEN_STATUSES]
+    statuses = status_values(x for x in request.args.getlist("status") for x in x.split(",") if x)
     overdue = request.args.get("overdue")
     f = CaseFilter(
         status=[str(x) for x in statuses] or None,

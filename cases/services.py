@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -214,6 +215,18 @@ def add_citizen_message(
     notify_staff(
         s, ctx, who, "citizen_message", case, f"{case.protocol}: nuovo messaggio dal cittadino"
     )
+
+
+def status_values(names: Iterable[str]) -> list[str]:
+    """Status names as stored, with "open" standing for every open status (the filters of
+    the API and the console)."""
+    out: list[str] = []
+    for name in names:
+        if name == "open":
+            out.extend(x.value for x in OPEN_STATUSES)
+        else:
+            out.append(name)
+    return out
 
 
 def latest_open_case_query(

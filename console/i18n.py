@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-LANGUAGES = ("it", "en")
-
 _IT: dict[str, str] = {
     "app": "Linea Diretta",
     "login": "Accedi",
@@ -61,6 +59,7 @@ _IT: dict[str, str] = {
     "load": "carico",
     "load_title": "Carico degli operatori",
     "open_cases": "casi aperti",
+    "open_filter": "aperti",
     "late": "scaduti",
     "history": "Cronologia",
     "thread": "SMS con il cittadino",
@@ -119,7 +118,6 @@ _IT: dict[str, str] = {
     "to": "A",
     "internal": "interna",
     "public": "pubblica",
-    "system": "sistema",
     "back": "Indietro",
     "change_password": "Cambia password",
     "current_password": "Password attuale",
@@ -186,6 +184,7 @@ _EN: dict[str, str] = {
     "load": "load",
     "load_title": "Operators' load",
     "open_cases": "open cases",
+    "open_filter": "open",
     "late": "overdue",
     "history": "History",
     "thread": "Texts with the citizen",
@@ -244,7 +243,6 @@ _EN: dict[str, str] = {
     "to": "To",
     "internal": "internal",
     "public": "public",
-    "system": "system",
     "back": "Back",
     "change_password": "Change password",
     "current_password": "Current password",

@@ -46,7 +46,6 @@ from cases.clock import utcnow
 from cases.config import Municipality
 from cases.errors import DomainError, Invalid, NotFound
 from cases.models import (
-    OPEN_STATUSES,
     Attachment,
     Case,
     Role,
@@ -65,8 +64,10 @@ from cases.services import (
     list_cases,
     notifications_for,
     open_cases_of,
+    status_values,
     unread_notifications,
 )
+from cases.tracking import LANGUAGES
 from cases.workflow import (
     STEPS,
     action_label,
@@ -75,7 +76,7 @@ from cases.workflow import (
     perform,
     reply_preview,
 )
-from console.i18n import LANGUAGES, translate
+from console.i18n import translate
 from lineadiretta.dispatch import after_commit
 from lineadiretta.web import (
     ctx_for,
@@ -464,12 +465,10 @@ def search() -> Any:
     if searched:
         f_status = None
         overdue = None
-        if status == "open":
-            f_status = [x.value for x in OPEN_STATUSES]
-        elif status == "overdue":
+        if status == "overdue":
             overdue = True
         elif status:
-            f_status = [status]
+            f_status = status_values([status])
         base = CaseFilter(status=f_status, date_from=date_from, date_to=date_to, overdue=overdue)
         kind = _query_kind(q)
         if kind == "protocol":

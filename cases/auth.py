@@ -11,6 +11,7 @@ import contextlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -22,8 +23,15 @@ from cases.models import StaffSession, User
 from cases.services import hash_token
 
 _hasher = PasswordHasher()  # Argon2id, the library's current RFC 9106 low-memory profile
-# Verifying against this keeps an unknown name as slow as a wrong password (no user oracle).
-_DUMMY_HASH = _hasher.hash("not a password of anyone's")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps an unknown name as slow as a wrong password (no user
+    oracle). Made on first need, not at import: an Argon2 hash costs ~0.1 s, which every web
+    process and CLI command paid at start-up."""
+    return _hasher.hash("not a password of anyone's")
+
 
 MIN_PASSWORD = 10
 MAX_FAILURES = 5
@@ -59,7 +67,7 @@ def check_login(s: Session, municipality: str, name: str, password: str, now: da
     )
     if user is None or not user.active or not user.password_hash:
         with contextlib.suppress(VerificationError):
-            _hasher.verify(_DUMMY_HASH, password)
+            _hasher.verify(_dummy_hash(), password)
         raise wrong
     if user.locked_until is not None and user.locked_until > now:
         raise wrong

@@ -65,13 +65,18 @@ def to_close(s: Session, ctx: Ctx, actor: User, limit: int = 200) -> list[Case]:
     return list(s.scalars(_urp_list(actor, Status.RESOLVED, Case.updated_at, limit)))
 
 
+def queue_office(actor: User, requested: str | None) -> str | None:
+    """The office whose queue the actor sees: a referent always their own; others the one
+    they ask for (None: every office)."""
+    return actor.office if actor.role == Role.REFERENT else requested
+
+
 def office_queue(
     s: Session, ctx: Ctx, actor: User, office: str | None = None, limit: int = 300
 ) -> list[Case]:
     """An office's open cases, the closest due date first. Referents see their own office."""
     _require(actor, OFFICE_ROLES, "office queue")
-    if actor.role == Role.REFERENT:
-        office = actor.office
+    office = queue_office(actor, office)
     q = select(Case).where(
         Case.municipality == actor.municipality,
         Case.status.in_([Status.ASSIGNED.value, Status.IN_PROGRESS.value, Status.RESOLVED.value]),

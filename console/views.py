@@ -428,7 +428,7 @@ def triage() -> Any:
 @bp.get("/office")
 def office() -> Any:
     u = user()
-    code = u.office if u.role == Role.REFERENT else (request.args.get("office") or None)
+    code = queues.queue_office(u, request.args.get("office") or None)
     if code is not None and muni().office(code) is None:
         raise Invalid(f"unknown office {code!r}")
     s, c = db(), ctx()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -55,8 +56,13 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
 class Stack:
     """The processes of a deployment, on this machine's loopback."""
 
-    def __init__(self, tmp: Path, db_url: str, fake: FakeProvider) -> None:
+    def __init__(
+        self, tmp: Path, db_url: str, fake: FakeProvider, bin_dir: Path | None = None
+    ) -> None:
         self.tmp = tmp
+        # Where the deployment's commands are (a production virtual environment's bin/);
+        # None runs them with the test interpreter.
+        self.bin_dir = bin_dir
         self.db_url = db_url
         self.fake = fake
         self.redis_port = free_port()
@@ -104,6 +110,31 @@ class Stack:
             start_new_session=True,
             cwd=self.tmp,
         )
+
+    def start_procfile(self, name: str, **env: str) -> None:
+        """Start a process type exactly as the Procfile says, from `bin_dir`."""
+        self.env.update(env)
+        path = f"{self.bin_dir}{os.pathsep}" if self.bin_dir else ""
+        self.env["PATH"] = path + os.environ.get("PATH", "")
+        self._spawn(name, *procfile_command(name, self.env, self.bin_dir))
+        proc = self.procs[name]
+
+        def up(ready: Callable[[], bool]) -> Callable[[], bool]:
+            def check() -> bool:
+                if proc.poll() is not None:
+                    pytest.fail(f"{name} exited with {proc.returncode}:\n{self.log(name)[-3000:]}")
+                return ready()
+
+            return check
+
+        if name == "web":
+            port = self.env.get("PORT", "8000")
+            assert self.base.endswith(":" + port), "PORT must be the stack's port"
+            wait_until(up(lambda: _get_ok(self.base + "/healthz")), 60, "the web service")
+        elif name == "worker":
+            wait_until(up(lambda: "ready" in self.log("worker")), 60, "the worker")
+        elif name == "beat":
+            wait_until(up(lambda: "beat: Starting" in self.log("beat")), 60, "beat")
 
     def start_redis(self) -> None:
         self._spawn(
@@ -210,6 +241,21 @@ class Stack:
     def outbox(self) -> list[OutboxMessage]:
         with self.sessions() as s:
             return list(s.scalars(select(OutboxMessage).order_by(OutboxMessage.id)))
+
+
+def procfile_command(name: str, env: dict[str, str], bin_dir: Path | None = None) -> list[str]:
+    """The argv of the Procfile's process type `name`, with ${VAR:-default} expanded from env."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        kind, sep, command = line.partition(":")
+        if sep and kind.strip() == name:
+            expanded = re.sub(
+                r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m[1]) or m[2], command.strip()
+            )
+            argv = shlex.split(expanded)
+            if bin_dir is not None and (bin_dir / argv[0]).exists():
+                argv[0] = str(bin_dir / argv[0])
+            return argv
+    raise KeyError(f"no process type {name!r} in the Procfile")
 
 
 def _ping(port: int) -> bool:

@@ -25,6 +25,7 @@ def spec() -> dict[str, Any]:
         "protocol": {"type": "string", "pattern": r"^\d{4}/\d{7}$"},
         "municipality": _STR,
         "registered_at": _DT,
+        "received_at": _DT,
         "channel": {"type": "string", "enum": [c.value for c in Channel]},
         "phone": _NSTR,
         "description": _STR,

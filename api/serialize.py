@@ -21,6 +21,8 @@ def case_json(case: Case, ctx: Ctx, viewer: User, *, events: bool = True) -> dic
         "protocol": case.protocol,
         "municipality": case.municipality,
         "registered_at": iso(case.registered_at),
+        # when the contact reached us, if it waited in a host's spool (else registered_at)
+        "received_at": iso(case.received_at or case.registered_at),
         "channel": case.channel,
         "phone": case.phone,
         "description": case.original_text,

@@ -39,6 +39,8 @@ TEMPLATE_KEYS = (
     "sms_optin",
     "sms_help",
     "sms_flood",
+    "sms_spooled",
+    "sms_unavailable",
 )
 PLACEHOLDERS = frozenset(
     {
@@ -215,6 +217,9 @@ class Templates(_Strict):
     sms_optin: str
     sms_help: str
     sms_flood: str
+    # while the register is away: a report kept in the host's spool, and a status query
+    sms_spooled: str
+    sms_unavailable: str
 
     @model_validator(mode="after")
     def _placeholders(self) -> Templates:

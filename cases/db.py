@@ -61,6 +61,11 @@ def default_database_url(instance_dir: str = "instance") -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(instance_dir, 'lineadiretta.sqlite'))}"
 
 
+# A server that does not answer is "away" within seconds, not after the kernel's TCP timeouts
+# (minutes): the provider wants an answer within 15 s, and the spool can take the contact.
+CONNECT_ARGS: dict[str, Any] = {"connect_timeout": 3, "tcp_user_timeout": 5000}
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Build the engine; on SQLite, WAL and write-locking transactions so workers queue, not fail."""
     if url.startswith("sqlite"):
@@ -82,6 +87,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    kwargs.setdefault("connect_args", CONNECT_ARGS)
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
@@ -130,7 +136,7 @@ class DirectConnections:
         conn = getattr(self._local, "conn", None)
         if fresh or conn is None or conn.closed or self._local.pid != os.getpid():
             conn = psycopg.connect(
-                self._conninfo, autocommit=True, cursor_factory=psycopg.RawCursor
+                self._conninfo, autocommit=True, cursor_factory=psycopg.RawCursor, **CONNECT_ARGS
             )
             self._local.conn, self._local.pid = conn, os.getpid()
             with self._lock:
@@ -180,3 +186,28 @@ def direct_connections(engine: Engine) -> DirectConnections:
                     direct.close()
 
     return found
+
+
+def database_away(exc: BaseException) -> bool:
+    """The register cannot be reached, or cannot write, for now (a refused or cut connection,
+    a timeout, a server shutting down or starting, a read-only standby after a fail-over, a
+    serialisation failure, a locked SQLite file): the same work may succeed later. Any other
+    error belongs to the work itself."""
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, sa.TimeoutError):  # no pooled connection came free in time
+        return True
+    if isinstance(exc, sa.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa.OperationalError | sa.InterfaceError):
+            return True
+        exc = exc.orig or exc
+    return isinstance(
+        exc,
+        psycopg.OperationalError
+        | psycopg.InterfaceError
+        | psycopg.errors.ReadOnlySqlTransaction
+        | sqlite3.OperationalError,
+    )

@@ -115,6 +115,7 @@ class Case(Base):
         Index("ix_cases_muni_status", "municipality", "status"),
         Index("ix_cases_muni_phone", "municipality", "phone"),
         Index("ix_cases_muni_registered", "municipality", "registered_at"),
+        Index("ux_cases_intake_key", "municipality", "intake_key", unique=True),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     # --- registered fields (DPR 445/2000 art. 53): immutable once written ---
@@ -126,6 +127,11 @@ class Case(Base):
     phone: Mapped[str | None] = mapped_column(String(20))
     original_text: Mapped[str] = mapped_column(Text, default="")
     registered_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # when the contact reached us, if before its registration (kept in a host's spool while
+    # the register was away); NULL: received when registered
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # what registers this contact only once (a spooled MessageSid, CallSid, idempotency key)
+    intake_key: Mapped[str | None] = mapped_column(String(120))
     # --- working fields ---
     language: Mapped[str] = mapped_column(String(2), default="it")
     category: Mapped[str | None] = mapped_column(String(64))
@@ -229,6 +235,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         CheckConstraint(f"status IN ({_in(OutboxStatus)})", name="status"),
         Index("ix_outbox_status_due", "status", "not_before"),
+        Index("ux_outbox_dedupe_key", "dedupe_key", unique=True),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     municipality: Mapped[str] = mapped_column(String(64))
@@ -250,6 +257,8 @@ class OutboxMessage(Base):
     error: Mapped[str | None] = mapped_column(Text)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivery_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # set for a text that must be written once whoever tries again (a spooled contact's number)
+    dedupe_key: Mapped[str | None] = mapped_column(String(120))
 
 
 class EmailMessage(Base):

@@ -83,13 +83,18 @@ def prepare_case(
     lat: float | None = None,
     long: float | None = None,
     registration_data: dict[str, Any] | None = None,
+    received_at: datetime | None = None,
+    intake_key: str | None = None,
 ) -> Case:
     """A new case as registration will write it, with its history (registration, automatic
     routing) and attachments, in memory: no number yet, nothing in any session.
 
     The date is taken here and the number when it is written, in one step with no operator
     in between (art. 53). `registration_data` joins the registration event's (staff-only)
-    data, e.g. who sent it.
+    data, e.g. who sent it. `received_at`: when the contact reached us, if it waited in a
+    host's spool while the register was away (the registration's date stays its own);
+    `intake_key`: what makes a second registration of the same contact fail (a spooled call's
+    CallSid, an Open311 client's idempotency key).
     """
     try:
         channel = Channel(channel)
@@ -143,6 +148,8 @@ def prepare_case(
         address=address,
         lat=lat,
         long=long,
+        received_at=received_at if received_at is not None and received_at < ctx.now else None,
+        intake_key=intake_key,
     )
     case.due_at = due_for(ctx, case)
     for a in attachments or []:

@@ -181,7 +181,17 @@ def _inject() -> dict[str, Any]:
         "office_name": _office_name,
         "now": utcnow(),
         "nav": _nav(u) if u else [],
+        "spooled": _spooled() if u else None,
     }
+
+
+def _spooled() -> Any:
+    """This host's spool, for the banner that tells staff contacts are waiting for a number."""
+    try:
+        return current_app.extensions["spool"].stats(utcnow())
+    except Exception as exc:  # the banner must never break a page
+        log.warning("console: spool unreadable: %s", exc.__class__.__name__)
+        return None
 
 
 def _step_label(action: str) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
+from cases.clock import utcnow
 from cases.config import Config, ConfigError, load_config
 from cases.db import default_database_url, make_engine, make_sessionmaker
 
@@ -64,6 +65,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # calls' navigation state: this Redis, else REDIS_URL's (see ivr.views)
         IVR_REDIS_URL=os.environ.get("IVR_REDIS_URL") or None,
         IVR_REDIS_PREFIX=os.environ.get("IVR_REDIS_PREFIX") or None,
+        # this host's spool: contacts kept while the register is away (see lineadiretta.spool)
+        SPOOL_PATH=os.environ.get("SPOOL_PATH") or None,
+        # the web process drains the spool in a thread; tests drive the drainer themselves
+        SPOOL_DRAIN_THREAD=True,
         LD_CONFIG=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
         JSON_SORT_KEYS=False,
@@ -108,6 +113,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from lineadiretta import web
 
     web.init_app(app)
+    _init_spool(app)
 
     from api.views import bp as api_bp
 
@@ -147,7 +153,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     @app.get("/healthz")
     def healthz() -> Any:
         rt = runtime(app)
-        checks: dict[str, str] = {}
+        checks: dict[str, Any] = {}
         try:
             with rt.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -166,12 +172,67 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                 checks["broker"] = "unreachable"
         else:
             checks["broker"] = "embedded"
-        ok = checks["database"] == "ok"
-        # The broker being down degrades sending, not intake: still ready.
-        return jsonify(status="ok" if ok else "unavailable", **checks), 200 if ok else 503
+        try:
+            spooled = app.extensions["spool"].stats(utcnow())
+        except Exception as exc:  # the host's disk: nothing can be kept while the DB is away
+            log.error("healthz: spool unusable: %s", exc.__class__.__name__)
+            spooled = None
+        if spooled is not None:
+            checks["spool"] = {
+                "depth": spooled.depth,
+                "oldest_age_seconds": spooled.oldest_age_seconds,
+                "held": spooled.held,
+            }
+        # The broker being down degrades sending, not intake; the database being away degrades
+        # intake to the spool: still ready, as long as the spool can keep what arrives.
+        if checks["database"] == "ok" and spooled is not None and spooled.depth == 0:
+            status, code = "ok", 200
+        elif spooled is not None:
+            status, code = "degraded: spooling", 200
+        elif checks["database"] == "ok":
+            status, code = "degraded: no spool", 200
+        else:
+            status, code = "unavailable", 503
+        return jsonify(status=status, **checks), code
+
+    @app.get("/metrics")
+    def metrics() -> Any:
+        """Prometheus' text format: what an operator alerts on (no personal data)."""
+        spooled = app.extensions["spool"].stats(utcnow())
+        lines = [
+            "# HELP lineadiretta_spool_depth Contacts in this host's spool, waiting for the register.",
+            "# TYPE lineadiretta_spool_depth gauge",
+            f"lineadiretta_spool_depth {spooled.depth}",
+            "# HELP lineadiretta_spool_oldest_age_seconds Age of the oldest waiting contact.",
+            "# TYPE lineadiretta_spool_oldest_age_seconds gauge",
+            f"lineadiretta_spool_oldest_age_seconds {spooled.oldest_age_seconds or 0:.1f}",
+            "# HELP lineadiretta_spool_held Spooled contacts that failed repeatedly: staff look.",
+            "# TYPE lineadiretta_spool_held gauge",
+            f"lineadiretta_spool_held {spooled.held}",
+        ]
+        return app.response_class("\n".join(lines) + "\n", mimetype="text/plain")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
         return jsonify(error=exc.name, message=exc.description), exc.code or 500
 
     return app
+
+
+def _init_spool(app: Flask) -> None:
+    """This host's spool and its drainer, with the handler of each kind of contact."""
+    from cases.db import database_away
+    from lineadiretta.spool import Drainer, Spool
+    from sms.views import apply_spooled_status, register_spooled_text
+
+    spool = Spool(app.config["SPOOL_PATH"] or os.path.join(app.instance_path, "spool.sqlite3"))
+    handlers: dict[str, Any] = {
+        "sms": lambda item: register_spooled_text(app, item),
+        "status": lambda item: apply_spooled_status(app, item),
+    }
+    drainer = Drainer(spool, handlers, database_away)
+    app.extensions["spool"], app.extensions["spool_drainer"] = spool, drainer
+    if app.config["SPOOL_DRAIN_THREAD"]:
+        # web processes only (a Celery worker serves no request): one thread per process,
+        # of which one per host drains at a time
+        app.before_request(drainer.start)

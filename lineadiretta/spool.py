@@ -272,8 +272,7 @@ class Drainer:
                     done += 1
 
     def wake(self) -> None:
-        """Something was spooled: make sure a drainer thread runs in this process."""
-        self.start()
+        """Something was spooled: the process's drainer thread (if it runs) tries at once."""
         self._wake.set()
 
     def start(self) -> None:

@@ -160,3 +160,19 @@ def date_arg(name: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise Invalid(f"'{name}' must be a date as YYYY-MM-DD") from None
+
+
+def keep_while_away(kind: str, key: str, municipality: str, payload: dict[str, Any]) -> bool:
+    """Keep a contact in this host's spool (on disk before this returns) because the register
+    is away; the drainer registers it when the register answers. False when it was already
+    kept (a provider's retry)."""
+    spool, drainer = current_app.extensions["spool"], current_app.extensions["spool_drainer"]
+    kept: bool = spool.append(kind, key, municipality, payload, utcnow())
+    drainer.wake()
+    log.warning(
+        "%s %s: the register is away; %s in this host's spool",
+        kind,
+        request.path,
+        "kept" if kept else "already",
+    )
+    return kept

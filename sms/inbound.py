@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -28,8 +28,8 @@ from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from cases.db import Base
 from cases.errors import Invalid
-from cases.models import Case, InboundKind, InboundMessage, OptOut
-from cases.notify import Ctx, office_name, render, render_text, status_label
+from cases.models import Case, InboundKind, InboundMessage, OptOut, OutboxMessage
+from cases.notify import Ctx, office_name, queue_text, render, render_text, status_label
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
 from cases.protocol import parse_protocol, protocol_year
 from cases.registration import Precondition, commit_registration, register_if
@@ -56,6 +56,8 @@ class Inbound:
     body: str = ""
     media: list[tuple[str, str]] = field(default_factory=list)  # (url, content type)
     opt_out_type: str = ""
+    # when it reached us, if it waited in a host's spool while the register was away
+    received_at: datetime | None = None
 
 
 @dataclass
@@ -317,7 +319,7 @@ def _stored(
         to_phone=msg.to,
         body=msg.body,
         num_media=len(msg.media),
-        received_at=ctx.now,
+        received_at=msg.received_at or ctx.now,
         kind=kind.value,
         case_id=case.id if case else None,
         language=lang,
@@ -341,7 +343,13 @@ def _new_case(
     of the sender's look-up), only if `_new_case_precondition` holds: (None, the look-up)
     when it does not, and nothing is written."""
     case = prepare_case(
-        ctx, channel="sms", text=text, phone=phone, language=lang, attachments=attachments
+        ctx,
+        channel="sms",
+        text=text,
+        phone=phone,
+        language=lang,
+        attachments=attachments,
+        received_at=msg.received_at,
     )
 
     def stored(case: Case) -> list[Base]:
@@ -365,3 +373,45 @@ def _new_case(
     assert isinstance(row, InboundMessage)
     log.info("sms from %s registered as %s", mask_phone(phone), case.protocol)
     return Outcome(InboundKind.NEW_CASE, row.reply or None, case), looked_up
+
+
+# ------------------------------------------------------------ while the register is away
+
+
+def answer_while_away(ctx: Ctx, msg: Inbound) -> tuple[bool, str | None]:
+    """What a text gets while the register cannot be reached: (keep it in the host's spool,
+    the reply). Reports, follow-ups and opt-outs are kept and registered later, the number
+    following by text; a status query is asked to try again; help needs no register."""
+    rules = ctx.muni.sms
+    intent = parse(msg.body, rules, msg.opt_out_type)
+    lang = "en" if intent.english and "en" in ctx.muni.templates else ctx.muni.language
+    if intent.kind == Kind.STATUS:
+        return False, render_text(ctx, "sms_unavailable", lang)
+    if intent.kind == Kind.HELP:
+        return False, render_text(ctx, "sms_help", lang)
+    if intent.kind in (Kind.OPT_OUT, Kind.OPT_IN):
+        if intent.keyword in {w.upper() for w in rules.provider_keywords}:
+            return True, None  # the provider answers its own keywords
+        out = intent.kind == Kind.OPT_OUT
+        return True, render_text(ctx, "sms_optout" if out else "sms_optin", lang)
+    return True, render_text(ctx, "sms_spooled", lang)
+
+
+def register_spooled(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
+    """Register a text that waited in the spool, as if it had just arrived; the reply that
+    carries its number (a new case's, or the case it follows up) is written to the outbox,
+    once: run again for the same text, the register answers as to a provider's retry and the
+    outbox refuses a second copy (`dedupe_key`). The caller commits."""
+    outcome = handle_inbound(s, ctx, msg)
+    if outcome.kind not in (InboundKind.NEW_CASE, InboundKind.FOLLOWUP) or not outcome.reply:
+        return outcome
+    stored = s.scalars(select(InboundMessage).where(InboundMessage.provider_sid == msg.sid)).one()
+    key = f"spool:sms:{msg.sid}"
+    if s.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key == key)) is None:
+        case = outcome.case or (s.get(Case, stored.case_id) if stored.case_id else None)
+        template = "registered" if outcome.kind == InboundKind.NEW_CASE else "sms_followup"
+        queued = queue_text(
+            s, ctx, stored.from_phone, outcome.reply, template, case, stored.language
+        )
+        queued.dedupe_key = key
+    return outcome

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Flask, request
 from sqlalchemy.exc import IntegrityError
 from twilio.twiml.messaging_response import MessagingResponse
 
 from cases.clock import utcnow
+from cases.config import Municipality
+from cases.db import database_away
 from cases.errors import Invalid
-from cases.phone import mask_phone
+from cases.notify import Ctx
+from cases.phone import InvalidPhone, mask_phone, normalise_phone
+from lineadiretta.app import runtime
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db
+from lineadiretta.spool import SpoolItem
+from lineadiretta.web import ctx_for, db, keep_while_away
 from lineadiretta.webhooks import municipality_for_called, signed, twiml
-from sms.inbound import Inbound, handle_inbound
+from sms.inbound import Inbound, answer_while_away, handle_inbound, register_spooled
 from sms.outbound import record_delivery
 
 log = logging.getLogger(__name__)
@@ -90,9 +96,64 @@ def inbound() -> Any:
         outcome = handle_inbound(s, ctx_for(muni), msg)
         if not outcome.replayed:
             raise
+    except Exception as exc:
+        if not database_away(exc):
+            raise
+        with suppress(Exception):
+            s.rollback()
+        return _keep(muni, msg)
     if outcome.replayed:
         log.info("sms %s replayed by the provider: same answer, nothing new", sid)
     return _reply(outcome.reply)
+
+
+def _keep(muni: Municipality, msg: Inbound) -> Any:
+    """The register is away: keep the text in this host's spool (unless it needs none) and
+    answer as the register would have, the number to follow by text."""
+    ctx = ctx_for(muni)
+    try:
+        normalise_phone(msg.from_, muni.country)
+    except InvalidPhone as exc:
+        return _bad(400, f"'From' is not a phone number we can answer: {exc}")
+    keep, reply = answer_while_away(ctx, msg)
+    if keep:
+        payload = {
+            "sid": msg.sid,
+            "from": msg.from_,
+            "to": msg.to,
+            "body": msg.body,
+            "media": msg.media,
+            "opt_out_type": msg.opt_out_type,
+            "base_url": ctx.base_url,
+        }
+        keep_while_away("sms", msg.sid, muni.code, payload)
+    return _reply(reply)
+
+
+def register_spooled_text(app: Flask, item: SpoolItem) -> None:
+    """The drainer's handler for texts kept while the register was away."""
+    p = item.payload
+    msg = Inbound(
+        sid=p["sid"],
+        from_=p["from"],
+        to=p["to"],
+        body=p["body"],
+        media=[(url, ctype) for url, ctype in p["media"]],
+        opt_out_type=p["opt_out_type"],
+        received_at=item.received_at,
+    )
+    muni = runtime(app).config.get(item.municipality)
+    with app.app_context():
+        s = db()
+        ctx = Ctx(muni, utcnow(), p["base_url"])
+        try:
+            outcome = register_spooled(s, ctx, msg)
+            after_commit(s)
+        except IntegrityError:  # written meanwhile by another try: it answers as a retry
+            s.rollback()
+            outcome = register_spooled(s, ctx, msg)
+            after_commit(s)
+        log.info("sms %s kept while the register was away: %s", msg.sid, outcome.kind.value)
 
 
 @bp.post("/status")
@@ -106,8 +167,29 @@ def status() -> Any:
     oid_raw = request.args.get("o")
     oid = int(oid_raw) if oid_raw and oid_raw.isdigit() else None
     s = db()
-    row = record_delivery(s, sid, state, f.get("ErrorCode") or None, utcnow(), oid)
-    s.commit()
+    error = f.get("ErrorCode") or None
+    try:
+        row = record_delivery(s, sid, state, error, utcnow(), oid)
+        s.commit()
+    except Exception as exc:
+        if not database_away(exc):
+            raise
+        with suppress(Exception):
+            s.rollback()
+        # the provider does not call twice: kept, and applied when the register is back
+        payload = {"sid": sid, "state": state, "error": error, "outbox_id": oid}
+        keep_while_away("status", f"{sid}:{state}", "", payload)
+        return twiml("<Response/>")
     if row is None:
         log.info("sms status for unknown message %s (%s): ignored", sid, state)
     return twiml("<Response/>")
+
+
+def apply_spooled_status(app: Flask, item: SpoolItem) -> None:
+    """The drainer's handler for delivery statuses kept while the register was away (a
+    status only moves forward: applying one twice changes nothing)."""
+    p = item.payload
+    with app.app_context():
+        s = db()
+        record_delivery(s, p["sid"], p["state"], p["error"], item.received_at, p["outbox_id"])
+        s.commit()

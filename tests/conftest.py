@@ -172,6 +172,8 @@ def app(db_url: str, config: Config, tmp_path: Path) -> Iterator[Flask]:
             "REDIS_URL": None,
             "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
             "TWILIO_ACCOUNT_SID": None,
+            "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+            "SPOOL_DRAIN_THREAD": False,  # tests drain with app.extensions["spool_drainer"]
         }
     )
     app.instance_path = str(tmp_path / "instance")

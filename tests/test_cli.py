@@ -215,7 +215,12 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
                 time.sleep(0.3)
         else:
             pytest.fail("lineadiretta run did not answer /healthz within 60 s")
-        assert health == {"status": "ok", "database": "ok", "broker": "embedded"}
+        assert health == {
+            "status": "ok",
+            "database": "ok",
+            "broker": "embedded",
+            "spool": {"depth": 0, "oldest_age_seconds": None, "held": 0},
+        }
         assert (workdir / "instance" / "lineadiretta.sqlite").exists()
         token = (workdir / "instance" / "admin_token").read_text().strip()
         status, case = _api(

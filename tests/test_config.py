@@ -359,6 +359,8 @@ REQUIRED = {
     "sms_optin": set(),
     "sms_help": set(),
     "sms_flood": set(),
+    "sms_spooled": set(),
+    "sms_unavailable": set(),
 }
 
 CASES = [

@@ -189,6 +189,7 @@ def test_the_drainer_thread_drains_what_is_spooled_and_stops(tmp_path: Path) -> 
     got: list[str] = []
     drainer = Drainer(spool, {"sms": lambda item: got.append(item.key)}, away, interval=0.05)
     try:
+        drainer.start()
         spool.append("sms", "SM1", "monteverde", {}, T0)
         drainer.wake()
         deadline = datetime.now(UTC) + timedelta(seconds=10)

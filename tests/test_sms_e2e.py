@@ -283,18 +283,32 @@ def reply(resp: requests.Response) -> str:
 @contextmanager
 def running_stack(tmp: Path, url: str, **env: str) -> Iterator[Stack]:
     """Redis, the web service and a worker (with beat) on `url`, with the fake provider."""
+    with running_stack_with(tmp, url, **env) as st:
+        yield st
+
+
+@contextmanager
+def running_stack_with(
+    tmp: Path, url: str, *, procfile: bool = False, bin_dir: Path | None = None, **env: str
+) -> Iterator[Stack]:
+    """`running_stack`; with `procfile`, the Procfile's web (gunicorn), worker and beat."""
     need("TEST_REDIS_URL", "Redis")
     if shutil.which("redis-server") is None:
         if IN_CI:
             pytest.fail("redis-server is required for the end-to-end tests in CI")
         pytest.skip("redis-server not installed")
     with FakeProvider(account_sid=SID, auth_token=TOKEN) as fake:
-        st = Stack(tmp, url, fake)
+        st = Stack(tmp, url, fake, bin_dir=bin_dir)
         st.env.update(env)
         try:
             st.start_redis()
-            st.start_web()
-            st.start_worker()
+            if procfile:
+                st.start_procfile("web", PORT=st.base.rsplit(":", 1)[1], WEB_CONCURRENCY="2")
+                st.start_procfile("worker", WORKER_CONCURRENCY="2")
+                st.start_procfile("beat")
+            else:
+                st.start_web()
+                st.start_worker()
             yield st
         finally:
             st.close()

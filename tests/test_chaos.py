@@ -1,0 +1,209 @@
+"""Chaos drills on the real stack: gunicorn as the Procfile runs it, a Celery worker and beat on
+a Redis of the test's own, PostgreSQL behind a proxy the test controls (the shared server is
+never stopped), the fake provider. A bounded load generator sends signed traffic; afterwards
+the register and the fake provider are checked, and each drill prints what it did and a line
+`lost=0 duplicated=0 gaps=0`."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from twilio.request_validator import RequestValidator
+
+from cases.models import Case
+from tests.conftest import _truncate
+from tests.fakes.tcpproxy import TcpProxy
+from tests.test_sms_e2e import SID, TOKEN, Stack, running_stack_with, wait_until
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+PROTOCOL = re.compile(r"\d{4}/\d{7}")
+
+
+@pytest.fixture
+def chaos(tmp_path: Path, pg_url: str) -> Iterator[tuple[Stack, TcpProxy]]:
+    _truncate(pg_url)
+    target = make_url(pg_url)
+    with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+        url = target.set(port=proxy.port).render_as_string(hide_password=False)
+        with running_stack_with(
+            tmp_path, url, procfile=True, bin_dir=Path(sys.executable).parent
+        ) as st:
+            yield st, proxy
+
+
+class Load:
+    """Signed inbound texts at a fixed rate, each from its own citizen; what each got back."""
+
+    def __init__(self, st: Stack, count: int, rate: float) -> None:
+        self.st, self.count, self.rate = st, count, rate
+        self.replies: dict[str, str] = {}
+        self.errors: Counter[int] = Counter()
+        self.sent = 0
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def citizen(i: int) -> str:
+        return f"+39347{i:07d}"
+
+    def _one(self, i: int) -> None:
+        session = getattr(self._local, "s", None)
+        if session is None:
+            session = self._local.s = requests.Session()
+        form = {
+            "MessageSid": f"SM{i:032x}",
+            "AccountSid": SID,
+            "From": self.citizen(i),
+            "To": self.st.muni.sms.numbers[0],
+            "Body": f"Buca numero {i} in via Roma",
+            "NumMedia": "0",
+            "ApiVersion": "2010-04-01",
+        }
+        url = self.st.base + "/sms/inbound"
+        sig = RequestValidator(TOKEN).compute_signature(url, form)
+        for _ in range(2):  # the provider retries once on a failed connection
+            try:
+                r = session.post(url, data=form, headers={"X-Twilio-Signature": sig}, timeout=15)
+            except requests.ConnectionError:
+                continue
+            with self._lock:
+                if r.status_code != 200:
+                    self.errors[r.status_code] += 1
+                else:
+                    m = re.search(r"<Message>(.*)</Message>", r.text, re.S)
+                    self.replies[form["From"]] = m.group(1) if m else ""
+            return
+        with self._lock:
+            self.errors[0] += 1
+
+    def run(self) -> None:
+        start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for i in range(self.count):
+                delay = start + i / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pool.submit(self._one, i)
+                self.sent += 1
+
+
+def _report(name: str, did: str, **figures: Any) -> None:
+    line = " ".join(f"{k}={v}" for k, v in figures.items())
+    sys.__stdout__.write(f"\n[drill] {name}: {did}\n[drill] {name}: {line}\n")
+    sys.__stdout__.flush()
+
+
+@pytest.mark.parametrize("kills", [False, True], ids=["drill_1", "drill_2_kill_9"])
+def test_postgresql_away_for_20_seconds_in_a_stream_of_texts(
+    chaos: tuple[Stack, TcpProxy], kills: bool
+) -> None:
+    """Drill 1; drill 2 is the same run with `kill -9` of the gunicorn worker that is draining
+    the spool, then of the Celery worker, each while it works."""
+    st, proxy = chaos
+    name = "drill 2" if kills else "drill 1"
+    count, rate, away_for = int(os.environ.get("CHAOS_TEXTS", "1000")), 50.0, 20.0
+    load = Load(st, count, rate)
+    loader = threading.Thread(target=load.run)
+    loader.start()
+    time.sleep(count / rate / 4)  # a quarter into the stream
+    proxy.cut()
+    cut_at = time.monotonic()
+    health = requests.get(st.base + "/healthz", timeout=10).json()
+    time.sleep(away_for - (time.monotonic() - cut_at))
+    proxy.restore()
+    back_at = time.monotonic()
+    killed: list[str] = []
+    if kills:
+        time.sleep(6)  # the drainer is at work
+        pid = _drainer_pid(st)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)  # gunicorn's master starts another worker
+            killed.append(f"gunicorn worker {pid} (draining)")
+        time.sleep(1)
+        st.stop("worker", signal.SIGKILL)  # its pool with it, mid-sending
+        killed.append("the Celery worker")
+        time.sleep(2)
+        st.start_procfile("worker", WORKER_CONCURRENCY="2")
+    loader.join()
+    spool_empty = wait_until(lambda: _depth(st) == 0 and time.monotonic(), 60, "the spool to drain")
+    drained_in = spool_empty - back_at
+
+    with st.sessions() as s:
+        got = list(s.scalars(select(Case).order_by(Case.number)))
+    numbers = [c.number for c in got]
+    by_phone = {c.phone: c.protocol for c in got}
+    # every citizen is told their number once: in the answer, or by a text after the spool
+    spooled = [p for p, reply in load.replies.items() if not PROTOCOL.search(reply)]
+    wait_until(
+        lambda: all(st.fake.sent_to(p) for p in spooled if p in by_phone),
+        90,
+        "the numbers of the spooled texts",
+    )
+    time.sleep(2)  # time enough for a duplicate to show up
+    told: Counter[tuple[str, str]] = Counter()
+    for phone, reply in load.replies.items():
+        for number in PROTOCOL.findall(reply):
+            told[(phone, number)] += 1
+    for msg in st.fake.messages:
+        for number in PROTOCOL.findall(msg["body"]):
+            told[(msg["to"], number)] += 1
+    lost = count - len(got)
+    duplicated = sum(n - 1 for n in told.values() if n > 1) + (len(got) - len(by_phone))
+    wrong = [p for p, n in told if by_phone.get(p) != n]
+    untold = [p for p in by_phone if not any(k[0] == p for k in told)]
+    gaps = (numbers[-1] - len(numbers)) if numbers else 0
+    _report(
+        name,
+        f"{count} texts at {rate:.0f}/s, PostgreSQL cut for {away_for:.0f} s a quarter in; "
+        + (f"kill -9 of {' and '.join(killed)} after it came back; " if killed else "")
+        + f"{len(spooled)} spooled and answered meanwhile (healthz: {health.get('status')}), "
+        f"the spool empty {drained_in:.1f} s after the database came back, "
+        f"errors {dict(load.errors) or 0}",
+        lost=lost,
+        duplicated=duplicated,
+        gaps=gaps,
+    )
+    assert load.errors == Counter()
+    if kills:
+        assert len(killed) == 2, killed
+    assert health["status"] == "degraded: spooling"
+    assert spooled, "the cut fell outside the stream"
+    assert (lost, duplicated, gaps) == (0, 0, 0)
+    assert numbers == list(range(1, count + 1))
+    assert wrong == [] and untold == []
+    assert drained_in < (40 if kills else 30)
+
+
+def _depth(st: Stack) -> int:
+    try:
+        return int(requests.get(st.base + "/healthz", timeout=10).json()["spool"]["depth"])
+    except (requests.RequestException, KeyError, ValueError):
+        return -1
+
+
+def _drainer_pid(st: Stack) -> int | None:
+    """The process that holds the spool's drain lock (its flock, as /proc/locks shows it)."""
+    lock = st.tmp / "instance" / "spool.sqlite3.drain.lock"
+    try:
+        inode = lock.stat().st_ino
+    except FileNotFoundError:
+        return None
+    for line in Path("/proc/locks").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].endswith(f":{inode}"):
+            return int(parts[4])
+    return None

@@ -223,12 +223,14 @@ def _init_spool(app: Flask) -> None:
     """This host's spool and its drainer, with the handler of each kind of contact."""
     from cases.db import database_away
     from lineadiretta.spool import Drainer, Spool
+    from open311.views import register_spooled_request
     from sms.views import apply_spooled_status, register_spooled_text
 
     spool = Spool(app.config["SPOOL_PATH"] or os.path.join(app.instance_path, "spool.sqlite3"))
     handlers: dict[str, Any] = {
         "sms": lambda item: register_spooled_text(app, item),
         "status": lambda item: apply_spooled_status(app, item),
+        "open311": lambda item: register_spooled_request(app, item),
     }
     drainer = Drainer(spool, handlers, database_away)
     app.extensions["spool"], app.extensions["spool_drainer"] = spool, drainer

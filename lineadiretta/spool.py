@@ -45,7 +45,13 @@ CREATE TABLE IF NOT EXISTS items (
     held INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     UNIQUE (kind, key)
-)
+);
+CREATE TABLE IF NOT EXISTS known (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
 """
 
 
@@ -83,7 +89,7 @@ class Spool:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     with closing(sqlite3.connect(self.path, timeout=30)) as conn:
                         conn.execute("PRAGMA journal_mode=WAL")
-                        conn.execute(_SCHEMA)
+                        conn.executescript(_SCHEMA)
                         conn.commit()
                     self._ready = True
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -119,6 +125,24 @@ class Spool:
                 ),
             )
             return cur.rowcount == 1
+
+    def remember(self, kind: str, key: str, value: str) -> None:
+        """Note what this host learnt from the register and will need while it is away (the
+        municipality of an Open311 key, by its hash). Not synced: a lost note is learnt again."""
+        with self._db(durable=False) as conn:
+            conn.execute(
+                "INSERT INTO known (kind, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value "
+                "WHERE value <> excluded.value",
+                (kind, key, value),
+            )
+
+    def recall(self, kind: str, key: str) -> str | None:
+        with self._db() as conn:
+            row = conn.execute(
+                "SELECT value FROM known WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+        return str(row[0]) if row else None
 
     def get(self, kind: str, key: str) -> SpoolItem | None:
         with self._db() as conn:

@@ -226,8 +226,28 @@ def parse_request(
     )
 
 
-def submit_request(s: Session, ctx: Ctx, key: ApiKey, req: NewRequest) -> Case:
-    """Register the request as a case (channel api), in the caller's transaction."""
+def intake_key(key_hash: str, idempotency_key: str) -> str:
+    """What registers a client's request once however often it retries: its API key (by
+    hash, known even while the register is away) and the `Idempotency-Key` it sent."""
+    return f"o311:{key_hash[:24]}:{idempotency_key}"
+
+
+def case_by_intake_key(s: Session, muni: Municipality, key: str) -> Case | None:
+    return s.scalar(select(Case).where(Case.municipality == muni.code, Case.intake_key == key))
+
+
+def submit_request(
+    s: Session,
+    ctx: Ctx,
+    key: ApiKey,
+    req: NewRequest,
+    *,
+    intake: str | None = None,
+    received_at: datetime | None = None,
+) -> Case:
+    """Register the request as a case (channel api), in the caller's transaction. `intake`:
+    the request's `intake_key` (a second registration with it fails); `received_at`: when it
+    reached us, if it waited in the spool."""
     category = ctx.muni.category(req.service_code)
     assert category is not None  # parse_request checked it
     reporter = {
@@ -258,6 +278,8 @@ def submit_request(s: Session, ctx: Ctx, key: ApiKey, req: NewRequest) -> Case:
                 "api_key_id": key.id,
                 "reporter": reporter,
             },
+            intake_key=intake,
+            received_at=received_at,
         )
     except Invalid as exc:  # e.g. a phone number that is not one
         raise Open311Error(400, str(exc)) from None
@@ -432,6 +454,11 @@ def _note(ctx: Ctx, e: CaseEvent) -> dict[str, Any]:
 # ---------------------------------------------------------------- tokens
 
 
+def make_pending_token(secret: str, muni: Municipality, intake: str) -> str:
+    """The token of a request kept in the spool: it finds the case once registered."""
+    return str(URLSafeSerializer(secret, salt=TOKEN_SALT).dumps([muni.code, "", intake]))
+
+
 def make_token(secret: str, case: Case) -> str:
     """A token for a request: signed, so it resolves without any table (requests are
     registered synchronously, so the id is known at once; the token is for clients that
@@ -441,12 +468,15 @@ def make_token(secret: str, case: Case) -> str:
     )
 
 
-def read_token(secret: str, token: str) -> tuple[str, str]:
-    """(municipality code, service_request_id) of a token we issued; 404 otherwise."""
+def read_token(secret: str, token: str) -> tuple[str, str, str | None]:
+    """(municipality code, service_request_id or "", the intake key of a request that was
+    kept in the spool, else None) of a token we issued; 404 otherwise."""
     try:
         value = URLSafeSerializer(secret, salt=TOKEN_SALT).loads(token)
     except BadData:
         raise Open311Error(404, "unknown token") from None
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+    if not (
+        isinstance(value, list) and len(value) in (2, 3) and all(isinstance(v, str) for v in value)
+    ):
         raise Open311Error(404, "unknown token")
-    return value[0], value[1]
+    return value[0], value[1], value[2] if len(value) == 3 else None

@@ -7,23 +7,45 @@ always come back in the specification's format (a list of {code, description}).
 from __future__ import annotations
 
 import logging
+import re
+import uuid
+from contextlib import suppress
+from dataclasses import asdict
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from cases.apikeys import api_key_by_plaintext
+from cases.apikeys import MAX_KEY_LENGTH, api_key_by_plaintext
 from cases.clock import utcnow
-from cases.config import Config
-from cases.models import ApiKey
+from cases.config import Config, Municipality
+from cases.db import database_away
+from cases.models import ApiKey, Case
+from cases.notify import Ctx
 from cases.phone import mask_phone
+from cases.services import hash_token
+from lineadiretta.app import runtime
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db, install_error_handlers, over_limit, public_base_url
+from lineadiretta.spool import SpoolItem
+from lineadiretta.web import (
+    ctx_for,
+    db,
+    install_error_handlers,
+    keep_while_away,
+    over_limit,
+    public_base_url,
+)
 from open311 import formats
 from open311.service import (
+    NewRequest,
     Open311Error,
+    case_by_intake_key,
     find_requests,
     get_request,
+    intake_key,
+    make_pending_token,
     make_token,
     parse_request,
     read_token,
@@ -42,6 +64,7 @@ bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 SPEC_URL = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET = "2026-11-25T00:00:00Z"  # when this endpoint's behaviour last changed
 MAX_POST_BYTES = 64 * 1024  # a report is text and a URL: no need for the app-wide 2 MB
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,80}")
 
 
 def _fmt() -> str:
@@ -85,8 +108,6 @@ def check_format() -> Response | None:
 
 
 def _config() -> Config:
-    from lineadiretta.app import runtime
-
     return runtime(current_app).config
 
 
@@ -147,18 +168,44 @@ def service_detail(code: str, fmt: str) -> Response:
 
 @bp.post("/requests.<fmt>")
 def request_create(fmt: str) -> Response:
-    key = _key(required=True)
+    idem = _idempotency_key()
+    plaintext = _key_value()
+    try:
+        key = _key(required=True)
+    except Exception as exc:
+        if not database_away(exc):
+            raise
+        return _keep(idem, plaintext)  # the key is checked when the register is back
     assert key is not None
     ctx = _ctx(key)
-    req = parse_request(
-        request.form,
-        ctx.muni,
-        allow_private_media=bool(current_app.config.get("OPEN311_ALLOW_PRIVATE_MEDIA")),
-    )
-    _rate_limit(key)
+    req = _parsed(ctx.muni)
+    try:  # for while the register is away: which municipality this key belongs to
+        current_app.extensions["spool"].remember("open311-key", key.key_hash, key.municipality)
+    except Exception as exc:  # the host's disk: logged by /healthz too
+        log.warning("open311: spool unusable: %s", exc.__class__.__name__)
+    intake = intake_key(key.key_hash, idem) if idem else None
     s = db()
-    case = submit_request(s, ctx, key, req)
-    after_commit(s)
+    if intake is not None:
+        done = case_by_intake_key(s, ctx.muni, intake)
+        if done is not None:
+            log.info("open311 request %s repeated with its Idempotency-Key", done.protocol)
+            return _created(ctx, done)
+    _rate_limit(key)
+    try:
+        case = submit_request(s, ctx, key, req, intake=intake)
+        after_commit(s)
+    except IntegrityError:
+        s.rollback()
+        done = case_by_intake_key(s, ctx.muni, intake) if intake is not None else None
+        if done is None:
+            raise
+        return _created(ctx, done)  # the same key raced in on another worker
+    except Exception as exc:
+        if not database_away(exc):
+            raise
+        with suppress(Exception):
+            s.rollback()
+        return _keep(idem, plaintext)
     log.info(
         "case %s registered via open311 by %r (phone %s, media %s)",
         case.protocol,
@@ -166,6 +213,10 @@ def request_create(fmt: str) -> Response:
         mask_phone(case.phone),
         "yes" if req.media_url else "no",
     )
+    return _created(ctx, case)
+
+
+def _created(ctx: Any, case: Case) -> Response:
     return _respond(
         "service_requests",
         [
@@ -178,6 +229,88 @@ def request_create(fmt: str) -> Response:
         ],
         201,
     )
+
+
+def _key_value() -> str:
+    return request.form.get("api_key", "") or request.args.get("api_key", "")
+
+
+def _idempotency_key() -> str:
+    """The `Idempotency-Key` header: a client's retries of one request make one case."""
+    value = request.headers.get("Idempotency-Key", "").strip()
+    if value and not IDEMPOTENCY_KEY.fullmatch(value):
+        raise Open311Error(400, "Idempotency-Key must be 1 to 80 printable ASCII characters")
+    return value
+
+
+def _parsed(muni: Municipality) -> NewRequest:
+    return parse_request(
+        request.form,
+        muni,
+        allow_private_media=bool(current_app.config.get("OPEN311_ALLOW_PRIVATE_MEDIA")),
+    )
+
+
+def _keep(idem: str, plaintext: str) -> Response:
+    """The register is away: the request is checked as far as it can be without it, kept in
+    this host's spool, and answered 202 with a token that finds the case once registered."""
+    if not plaintext or len(plaintext) > MAX_KEY_LENGTH:
+        raise Open311Error(403, "api_key is missing or not valid")
+    key_hash = hash_token(plaintext)
+    jid = request.values.get("jurisdiction_id")
+    known = current_app.extensions["spool"].recall("open311-key", key_hash)
+    if known is not None and jid and jid.strip() != known:
+        raise Open311Error(403, f"this api_key is not valid for jurisdiction_id {jid[:64]!r}")
+    muni = resolve_jurisdiction(_config(), jid or known, None)
+    req = _parsed(muni)
+    # without an Idempotency-Key, each POST is its own request (as the specification says)
+    intake = intake_key(key_hash, idem or f"spool-{uuid.uuid4().hex}")
+    wait = over_limit(
+        f"open311:away:{key_hash[:24]}", float(current_app.config["OPEN311_POSTS_PER_MINUTE"])
+    )
+    if wait is not None:
+        raise Open311Error(429, f"too many requests with this api_key: retry in {wait:.0f} s")
+    payload = {"request": asdict(req), "key_hash": key_hash, "intake": intake}
+    keep_while_away("open311", intake, muni.code, payload)
+    token = make_pending_token(current_app.config["SECRET_KEY"], muni, intake)
+    notice = (
+        "Received; the register is briefly unavailable: the protocol number follows "
+        "(GET /tokens/{token})."
+        if muni.language == "en"
+        else "Ricevuta; il registro è momentaneamente non disponibile: il numero di protocollo "
+        "seguirà (GET /tokens/{token})."
+    )
+    return _respond(
+        "service_requests",
+        [{"token": token, "service_notice": notice, "account_id": None}],
+        202,
+    )
+
+
+def register_spooled_request(app: Flask, item: SpoolItem) -> None:
+    """The drainer's handler for Open311 requests kept while the register was away. A key
+    that turns out not to be valid registers nothing (logged)."""
+    p = item.payload
+    with app.app_context():
+        s = db()
+        muni = runtime(app).config.get(item.municipality)
+        key = s.scalar(select(ApiKey).where(ApiKey.key_hash == p["key_hash"]))
+        if key is None or not key.active or key.municipality != muni.code:
+            log.error("open311 request kept while away: its api_key is not valid; not registered")
+            return
+        if case_by_intake_key(s, muni, p["intake"]) is not None:
+            return  # registered by an earlier try
+        ctx = Ctx(muni, utcnow(), runtime(app).public_base_url or "")
+        req = NewRequest(**p["request"])
+        try:
+            case = submit_request(
+                s, ctx, key, req, intake=p["intake"], received_at=item.received_at
+            )
+        except Open311Error as exc:
+            log.error("open311 request kept while away cannot be registered: %s", exc.description)
+            return
+        after_commit(s)
+        log.info("case %s registered via open311 after the register was away", case.protocol)
 
 
 @bp.get("/requests.<fmt>")
@@ -197,10 +330,14 @@ def request_detail(rid: str, fmt: str) -> Response:
 
 @bp.get("/tokens/<token>.<fmt>")
 def token_lookup(token: str, fmt: str) -> Response:
-    muni_code, rid = read_token(current_app.config["SECRET_KEY"], token)
+    muni_code, rid, intake = read_token(current_app.config["SECRET_KEY"], token)
     ctx = _ctx(_key(False))
     if ctx.muni.code != muni_code:
         raise Open311Error(404, "unknown token")
+    if intake is not None:  # kept in the spool: the id once it is registered
+        found = case_by_intake_key(db(), ctx.muni, intake)
+        rid_now = request_id(found) if found is not None else None
+        return _respond("service_requests", [{"service_request_id": rid_now, "token": token}])
     case = get_request(db(), ctx.muni, rid)
     return _respond("service_requests", [{"service_request_id": request_id(case), "token": token}])
 

@@ -185,7 +185,9 @@ def test_postgresql_away_for_20_seconds_in_a_stream_of_texts(
     assert (lost, duplicated, gaps) == (0, 0, 0)
     assert numbers == list(range(1, count + 1))
     assert wrong == [] and untold == []
-    assert drained_in < (40 if kills else 30)
+    # The figure is printed above (16-25 s on this 2-core machine when the run has it to
+    # itself); the bound is loose so that a loaded CI machine does not fail on time alone.
+    assert drained_in < 60
 
 
 def _depth(st: Stack) -> int:

@@ -199,3 +199,14 @@ def test_the_drainer_thread_drains_what_is_spooled_and_stops(tmp_path: Path) -> 
     finally:
         drainer.stop()
     assert drainer._thread is not None and not drainer._thread.is_alive()
+
+
+def test_the_host_remembers_what_it_needs_while_the_register_is_away(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite3")
+    assert spool.recall("open311-key", "abc") is None
+    spool.remember("open311-key", "abc", "monteverde")
+    spool.remember("open311-key", "abc", "monteverde")
+    assert Spool(tmp_path / "spool.sqlite3").recall("open311-key", "abc") == "monteverde"
+    spool.remember("open311-key", "abc", "valfiorita")
+    assert spool.recall("open311-key", "abc") == "valfiorita"
+    assert spool.stats(T0).depth == 0  # notes are not items

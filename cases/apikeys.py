@@ -48,8 +48,14 @@ def api_key_by_plaintext(s: Session, plaintext: str, now: datetime) -> ApiKey | 
     """The active key with this value, marked as used now; None for a missing or wrong key."""
     if not plaintext or len(plaintext) > MAX_KEY_LENGTH:
         return None
-    row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_token(plaintext)))
-    if row is None or not row.active:
-        return None
-    row.last_used_at = now  # written with the caller's transaction (a read-only one drops it)
+    row = api_key_by_hash(s, hash_token(plaintext))
+    if row is not None:
+        row.last_used_at = now  # written with the caller's transaction (a read-only one drops it)
     return row
+
+
+def api_key_by_hash(s: Session, key_hash: str) -> ApiKey | None:
+    """The active key with this hash (a request kept while the register was away has only
+    the hash of its key); None otherwise."""
+    row = s.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+    return row if row is not None and row.active else None

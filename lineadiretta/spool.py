@@ -130,12 +130,15 @@ class Spool:
         """Note what this host learnt from the register and will need while it is away (the
         municipality of an Open311 key, by its hash). Not synced: a lost note is learnt again."""
         with self._db(durable=False) as conn:
-            conn.execute(
-                "INSERT INTO known (kind, key, value) VALUES (?, ?, ?) "
-                "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value "
-                "WHERE value <> excluded.value",
-                (kind, key, value),
-            )
+            row = conn.execute(
+                "SELECT value FROM known WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+            if row is None or row[0] != value:  # a write only when it is news
+                conn.execute(
+                    "INSERT INTO known (kind, key, value) VALUES (?, ?, ?) "
+                    "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+                    (kind, key, value),
+                )
 
     def recall(self, kind: str, key: str) -> str | None:
         with self._db() as conn:
@@ -259,43 +262,43 @@ class Drainer:
         with self.spool.drain_lock() as mine:
             if not mine:
                 return 0
-            while True:
-                batch = self.spool.pending()
-                if not batch:
-                    return done
+            while batch := self.spool.pending():
                 for item in batch:
-                    handler = self.handlers.get(item.kind)
-                    try:
-                        if handler is None:
-                            raise LookupError(f"no handler for spooled {item.kind!r} items")
-                        handler(item)
-                    except Exception as exc:
-                        if self.database_away(exc):
-                            log.info(
-                                "spool: the register is still away (%s); %d registered",
-                                exc.__class__.__name__,
-                                done,
-                            )
-                            return done
-                        if self.spool.failed(item.id, f"{exc.__class__.__name__}: {exc}"):
-                            log.error(
-                                "spool: %s item %d held after %d tries: %s",
-                                item.kind,
-                                item.id,
-                                MAX_ATTEMPTS,
-                                exc.__class__.__name__,
-                            )
-                            break  # out of the way: the next items go on
-                        log.warning(
-                            "spool: %s item %d failed (%s), will retry",
-                            item.kind,
-                            item.id,
-                            exc.__class__.__name__,
-                            exc_info=True,
-                        )
-                        return done  # it keeps its place: arrival order holds
+                    outcome = self._register(item)
+                    if outcome == "later":
+                        return done
+                    if outcome == "held":
+                        break  # out of the way: the next items go on
                     self.spool.done(item.id)
                     done += 1
+        return done
+
+    def _register(self, item: SpoolItem) -> str:
+        """Run the item's handler: "done"; "later" (the register is away, or the item failed
+        and keeps its place: arrival order holds); "held" (it failed its last try)."""
+        handler = self.handlers.get(item.kind)
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for spooled {item.kind!r} items")
+            handler(item)
+        except Exception as exc:
+            kind = exc.__class__.__name__
+            if self.database_away(exc):
+                log.info("spool: the register is still away (%s)", kind)
+                return "later"
+            # the class only: a message may quote personal data (it stays in the spool file)
+            if self.spool.failed(item.id, f"{kind}: {exc}"):
+                log.error(
+                    "spool: %s item %d held after %d tries: %s",
+                    item.kind,
+                    item.id,
+                    MAX_ATTEMPTS,
+                    kind,
+                )
+                return "held"
+            log.warning("spool: %s item %d failed (%s), will retry", item.kind, item.id, kind)
+            return "later"
+        return "done"
 
     def wake(self) -> None:
         """Something was spooled: the process's drainer thread (if it runs) tries at once."""

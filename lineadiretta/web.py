@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import date
 from typing import Any
 
@@ -160,6 +161,21 @@ def date_arg(name: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise Invalid(f"'{name}' must be a date as YYYY-MM-DD") from None
+
+
+def went_away(exc: BaseException) -> bool:
+    """True when `exc` means the register is away (`cases.db.database_away`); the request's
+    session is then rolled back, quietly (its connection may be dead), for the caller to keep
+    the contact in the spool."""
+    from cases.db import database_away
+
+    if not database_away(exc):
+        return False
+    s: Session | None = g.get("db")
+    if s is not None:
+        with suppress(Exception):
+            s.rollback()
+    return True
 
 
 def keep_while_away(kind: str, key: str, municipality: str, payload: dict[str, Any]) -> bool:

@@ -285,6 +285,19 @@ def submit_request(
         raise Open311Error(400, str(exc)) from None
 
 
+def pending_notice(muni: Municipality) -> str:
+    """What the reporter should know of a request kept while the register is away."""
+    if muni.language == "en":
+        return (
+            "Received; the register is briefly unavailable: the protocol number follows "
+            "(GET /tokens/{token})."
+        )
+    return (
+        "Ricevuta; il registro è momentaneamente non disponibile: il numero di protocollo "
+        "seguirà (GET /tokens/{token})."
+    )
+
+
 def service_notice(ctx: Ctx, case: Case) -> str:
     """What the reporter should know: the protocol number and the term (L. 241/1990)."""
     if ctx.muni.language == "en":

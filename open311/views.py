@@ -9,19 +9,16 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from contextlib import suppress
 from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from cases.apikeys import MAX_KEY_LENGTH, api_key_by_plaintext
+from cases.apikeys import MAX_KEY_LENGTH, api_key_by_hash, api_key_by_plaintext
 from cases.clock import utcnow
 from cases.config import Config, Municipality
-from cases.db import database_away
 from cases.models import ApiKey, Case
 from cases.notify import Ctx
 from cases.phone import mask_phone
@@ -36,6 +33,7 @@ from lineadiretta.web import (
     keep_while_away,
     over_limit,
     public_base_url,
+    went_away,
 )
 from open311 import formats
 from open311.service import (
@@ -48,6 +46,7 @@ from open311.service import (
     make_pending_token,
     make_token,
     parse_request,
+    pending_notice,
     read_token,
     request_dict,
     request_id,
@@ -112,7 +111,7 @@ def _config() -> Config:
 
 
 def _key(required: bool) -> ApiKey | None:
-    plaintext = request.values.get("api_key", "")
+    plaintext = _key_value()
     key = api_key_by_plaintext(db(), plaintext, utcnow()) if plaintext else None
     if key is None and (plaintext or required):
         raise Open311Error(403, "api_key is missing or not valid")
@@ -173,16 +172,13 @@ def request_create(fmt: str) -> Response:
     try:
         key = _key(required=True)
     except Exception as exc:
-        if not database_away(exc):
+        if not went_away(exc):
             raise
         return _keep(idem, plaintext)  # the key is checked when the register is back
     assert key is not None
     ctx = _ctx(key)
     req = _parsed(ctx.muni)
-    try:  # for while the register is away: which municipality this key belongs to
-        current_app.extensions["spool"].remember("open311-key", key.key_hash, key.municipality)
-    except Exception as exc:  # the host's disk: logged by /healthz too
-        log.warning("open311: spool unusable: %s", exc.__class__.__name__)
+    _remember_municipality(key)
     intake = intake_key(key.key_hash, idem) if idem else None
     s = db()
     if intake is not None:
@@ -201,10 +197,8 @@ def request_create(fmt: str) -> Response:
             raise
         return _created(ctx, done)  # the same key raced in on another worker
     except Exception as exc:
-        if not database_away(exc):
+        if not went_away(exc):
             raise
-        with suppress(Exception):
-            s.rollback()
         return _keep(idem, plaintext)
     log.info(
         "case %s registered via open311 by %r (phone %s, media %s)",
@@ -216,7 +210,7 @@ def request_create(fmt: str) -> Response:
     return _created(ctx, case)
 
 
-def _created(ctx: Any, case: Case) -> Response:
+def _created(ctx: Ctx, case: Case) -> Response:
     return _respond(
         "service_requests",
         [
@@ -232,7 +226,7 @@ def _created(ctx: Any, case: Case) -> Response:
 
 
 def _key_value() -> str:
-    return request.form.get("api_key", "") or request.args.get("api_key", "")
+    return request.values.get("api_key", "")
 
 
 def _idempotency_key() -> str:
@@ -273,18 +267,20 @@ def _keep(idem: str, plaintext: str) -> Response:
     payload = {"request": asdict(req), "key_hash": key_hash, "intake": intake}
     keep_while_away("open311", intake, muni.code, payload)
     token = make_pending_token(current_app.config["SECRET_KEY"], muni, intake)
-    notice = (
-        "Received; the register is briefly unavailable: the protocol number follows "
-        "(GET /tokens/{token})."
-        if muni.language == "en"
-        else "Ricevuta; il registro è momentaneamente non disponibile: il numero di protocollo "
-        "seguirà (GET /tokens/{token})."
-    )
     return _respond(
         "service_requests",
-        [{"token": token, "service_notice": notice, "account_id": None}],
+        [{"token": token, "service_notice": pending_notice(muni), "account_id": None}],
         202,
     )
+
+
+def _remember_municipality(key: ApiKey) -> None:
+    """Note on this host which municipality the key belongs to, for while the register is
+    away (a POST without jurisdiction_id needs it then)."""
+    try:
+        current_app.extensions["spool"].remember("open311-key", key.key_hash, key.municipality)
+    except Exception as exc:  # the host's disk: /healthz says so too
+        log.warning("open311: spool unusable: %s", exc.__class__.__name__)
 
 
 def register_spooled_request(app: Flask, item: SpoolItem) -> None:
@@ -294,8 +290,8 @@ def register_spooled_request(app: Flask, item: SpoolItem) -> None:
     with app.app_context():
         s = db()
         muni = runtime(app).config.get(item.municipality)
-        key = s.scalar(select(ApiKey).where(ApiKey.key_hash == p["key_hash"]))
-        if key is None or not key.active or key.municipality != muni.code:
+        key = api_key_by_hash(s, p["key_hash"])
+        if key is None or key.municipality != muni.code:
             log.error("open311 request kept while away: its api_key is not valid; not registered")
             return
         if case_by_intake_key(s, muni, p["intake"]) is not None:

@@ -405,13 +405,16 @@ def register_spooled(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
     outcome = handle_inbound(s, ctx, msg)
     if outcome.kind not in (InboundKind.NEW_CASE, InboundKind.FOLLOWUP) or not outcome.reply:
         return outcome
-    stored = s.scalars(select(InboundMessage).where(InboundMessage.provider_sid == msg.sid)).one()
     key = f"spool:sms:{msg.sid}"
-    if s.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key == key)) is None:
-        case = outcome.case or (s.get(Case, stored.case_id) if stored.case_id else None)
-        template = "registered" if outcome.kind == InboundKind.NEW_CASE else "sms_followup"
-        queued = queue_text(
-            s, ctx, stored.from_phone, outcome.reply, template, case, stored.language
+    if s.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key == key)) is not None:
+        return outcome
+    case = outcome.case
+    if case is None:  # a second try: the register answered as to a provider's retry
+        case = s.get(
+            Case,
+            s.scalar(select(InboundMessage.case_id).where(InboundMessage.provider_sid == msg.sid)),
         )
-        queued.dedupe_key = key
+    assert case is not None and case.phone is not None  # a new case or a follow-up has both
+    template = "registered" if outcome.kind == InboundKind.NEW_CASE else "sms_followup"
+    queue_text(s, ctx, case.phone, outcome.reply, template, case, case.language).dedupe_key = key
     return outcome

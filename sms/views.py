@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from contextlib import suppress
+from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Flask, request
@@ -12,14 +12,13 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from cases.clock import utcnow
 from cases.config import Municipality
-from cases.db import database_away
 from cases.errors import Invalid
 from cases.notify import Ctx
-from cases.phone import InvalidPhone, mask_phone, normalise_phone
+from cases.phone import mask_phone
 from lineadiretta.app import runtime
 from lineadiretta.dispatch import after_commit
 from lineadiretta.spool import SpoolItem
-from lineadiretta.web import ctx_for, db, keep_while_away
+from lineadiretta.web import ctx_for, db, keep_while_away, went_away
 from lineadiretta.webhooks import municipality_for_called, signed, twiml
 from sms.inbound import Inbound, answer_while_away, handle_inbound, register_spooled
 from sms.outbound import record_delivery
@@ -97,10 +96,8 @@ def inbound() -> Any:
         if not outcome.replayed:
             raise
     except Exception as exc:
-        if not database_away(exc):
+        if not went_away(exc):
             raise
-        with suppress(Exception):
-            s.rollback()
         return _keep(muni, msg)
     if outcome.replayed:
         log.info("sms %s replayed by the provider: same answer, nothing new", sid)
@@ -110,42 +107,22 @@ def inbound() -> Any:
 def _keep(muni: Municipality, msg: Inbound) -> Any:
     """The register is away: keep the text in this host's spool (unless it needs none) and
     answer as the register would have, the number to follow by text."""
-    ctx = ctx_for(muni)
-    try:
-        normalise_phone(msg.from_, muni.country)
-    except InvalidPhone as exc:
-        return _bad(400, f"'From' is not a phone number we can answer: {exc}")
+    ctx = ctx_for(muni)  # the sender's number was checked by handle_inbound, before the register
     keep, reply = answer_while_away(ctx, msg)
     if keep:
-        payload = {
-            "sid": msg.sid,
-            "from": msg.from_,
-            "to": msg.to,
-            "body": msg.body,
-            "media": msg.media,
-            "opt_out_type": msg.opt_out_type,
-            "base_url": ctx.base_url,
-        }
-        keep_while_away("sms", msg.sid, muni.code, payload)
+        keep_while_away("sms", msg.sid, muni.code, {"text": asdict(msg), "base_url": ctx.base_url})
     return _reply(reply)
 
 
 def register_spooled_text(app: Flask, item: SpoolItem) -> None:
     """The drainer's handler for texts kept while the register was away."""
-    p = item.payload
-    msg = Inbound(
-        sid=p["sid"],
-        from_=p["from"],
-        to=p["to"],
-        body=p["body"],
-        media=[(url, ctype) for url, ctype in p["media"]],
-        opt_out_type=p["opt_out_type"],
-        received_at=item.received_at,
-    )
+    kept = item.payload["text"]
+    media = [(url, ctype) for url, ctype in kept["media"]]
+    msg = Inbound(**{**kept, "media": media, "received_at": item.received_at})
     muni = runtime(app).config.get(item.municipality)
     with app.app_context():
         s = db()
-        ctx = Ctx(muni, utcnow(), p["base_url"])
+        ctx = Ctx(muni, utcnow(), item.payload["base_url"])
         try:
             outcome = register_spooled(s, ctx, msg)
             after_commit(s)
@@ -172,10 +149,8 @@ def status() -> Any:
         row = record_delivery(s, sid, state, error, utcnow(), oid)
         s.commit()
     except Exception as exc:
-        if not database_away(exc):
+        if not went_away(exc):
             raise
-        with suppress(Exception):
-            s.rollback()
         # the provider does not call twice: kept, and applied when the register is back
         payload = {"sid": sid, "state": state, "error": error, "outbox_id": oid}
         keep_while_away("status", f"{sid}:{state}", "", payload)

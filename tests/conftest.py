@@ -158,9 +158,9 @@ def ctx(muni: Municipality) -> Ctx:
     return Ctx(muni=muni, now=datetime.now(UTC), base_url="https://comune.example.it")
 
 
-@pytest.fixture
-def app(db_url: str, config: Config, tmp_path: Path) -> Iterator[Flask]:
-    from lineadiretta.app import create_app, runtime
+def make_app(db_url: str, config: Config, tmp_path: Path) -> Flask:
+    """The app as the tests run it: on `db_url`, no broker, the spool under `tmp_path`."""
+    from lineadiretta.app import create_app
 
     app = create_app(
         {
@@ -177,8 +177,34 @@ def app(db_url: str, config: Config, tmp_path: Path) -> Iterator[Flask]:
         }
     )
     app.instance_path = str(tmp_path / "instance")
+    return app
+
+
+@pytest.fixture
+def app(db_url: str, config: Config, tmp_path: Path) -> Iterator[Flask]:
+    from lineadiretta.app import runtime
+
+    app = make_app(db_url, config, tmp_path)
     yield app
     runtime(app).engine.dispose()
+
+
+@pytest.fixture
+def proxied(pg_url: str, config: Config, tmp_path: Path) -> Iterator[tuple[Flask, Any]]:
+    """The app on the real PostgreSQL through a proxy the test can cut (`proxy.cut()`) and
+    restore: the register "away" without touching the shared server."""
+    from sqlalchemy.engine import make_url
+
+    from lineadiretta.app import runtime
+    from tests.fakes.tcpproxy import TcpProxy
+
+    _truncate(pg_url)
+    target = make_url(pg_url)
+    with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+        url = target.set(port=proxy.port).render_as_string(hide_password=False)
+        app = make_app(url, config, tmp_path)
+        yield app, proxy
+        runtime(app).engine.dispose()
 
 
 @pytest.fixture

@@ -3,21 +3,15 @@ is away a request is kept in the spool, answered 202 with a token, and registere
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy.engine import make_url
 
 from cases.clock import utcnow
-from cases.config import Config
-from lineadiretta.app import runtime
 from tests.fakes.tcpproxy import TcpProxy
 from tests.test_open311 import BASE, cases_in, created, gets, new_key
-from tests.test_spool_sms import _app
 
 FORM = {
     "service_code": "strade",
@@ -49,19 +43,6 @@ def test_an_idempotency_key_makes_retries_one_case(app: Flask, client: FlaskClie
     assert bad.status_code == 400 and "Idempotency-Key" in bad.get_data(as_text=True)
     assert post(client, key, "caffè").status_code == 400
     assert len(cases_in(app)) == 5
-
-
-@pytest.fixture
-def proxied(pg_url: str, config: Config, tmp_path: Path) -> Iterator[tuple[Flask, TcpProxy]]:
-    from tests.conftest import _truncate
-
-    _truncate(pg_url)
-    target = make_url(pg_url)
-    with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
-        url = target.set(port=proxy.port).render_as_string(hide_password=False)
-        app = _app(url, config, tmp_path)
-        yield app, proxy
-        runtime(app).engine.dispose()
 
 
 @pytest.mark.postgres

@@ -7,59 +7,27 @@ touched); the drain runs on both backends."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from cases.clock import utcnow
-from cases.config import Config, Municipality
+from cases.config import Municipality
 from cases.models import InboundMessage, OptOut, OutboxMessage
 from cases.notify import Ctx
-from lineadiretta.app import create_app, runtime
+from lineadiretta.app import runtime
 from sms.inbound import Inbound, handle_inbound
 from sms.views import register_spooled_text
-from tests.conftest import TWILIO_TOKEN, Staff
+from tests.conftest import Staff
 from tests.fakes.tcpproxy import TcpProxy
 from tests.test_console import browser, team  # noqa: F401 (a fixture)
 from tests.test_sms_inbound import CITIZEN, OTHER, cases, reply_of, text
 from tests.test_sms_status import _callback, _get, _row
 
 THIRD = "+393471112223"
-
-
-def _app(url: str, config: Config, tmp_path: Path) -> Flask:
-    return create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "test-secret",
-            "DATABASE_URL": url,
-            "LD_CONFIG": config,
-            "PUBLIC_BASE_URL": "https://comune.example.it",
-            "REDIS_URL": None,
-            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-            "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
-            "SPOOL_DRAIN_THREAD": False,
-        }
-    )
-
-
-@pytest.fixture
-def proxied(pg_url: str, config: Config, tmp_path: Path) -> Iterator[tuple[Flask, TcpProxy]]:
-    """The app on the real PostgreSQL, through a proxy the test can cut."""
-    from tests.conftest import _truncate
-
-    _truncate(pg_url)
-    target = make_url(pg_url)
-    with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
-        url = target.set(port=proxy.port).render_as_string(hide_password=False)
-        app = _app(url, config, tmp_path)
-        yield app, proxy
-        runtime(app).engine.dispose()
 
 
 def outbox(app: Flask) -> list[OutboxMessage]:
@@ -149,15 +117,8 @@ def test_a_follow_up_while_away_joins_the_open_case_and_its_number_is_texted(
 
 
 def _spool_text(app: Flask, muni: Municipality, sid: str, body: str) -> None:
-    payload = {
-        "sid": sid,
-        "from": CITIZEN,
-        "to": muni.sms.numbers[0],
-        "body": body,
-        "media": [],
-        "opt_out_type": "",
-        "base_url": "https://comune.example.it",
-    }
+    kept = Inbound(sid=sid, from_=CITIZEN, to=muni.sms.numbers[0], body=body)
+    payload = {"text": asdict(kept), "base_url": "https://comune.example.it"}
     app.extensions["spool"].append("sms", sid, muni.code, payload, utcnow() - timedelta(seconds=30))
 
 
@@ -183,12 +144,10 @@ def test_a_drainer_that_died_between_the_case_and_its_text_still_texts_once(
     sid = "SM" + "c" * 32
     _spool_text(app, muni, sid, "Albero caduto in via dei Mille")
     (item,) = app.extensions["spool"].pending()
-    p = item.payload
-    msg = Inbound(
-        sid=sid, from_=p["from"], to=p["to"], body=p["body"], received_at=item.received_at
-    )
+    kept = item.payload["text"]
+    msg = Inbound(**{**kept, "received_at": item.received_at})
     with runtime(app).sessions() as s:
-        handle_inbound(s, Ctx(muni, utcnow(), p["base_url"]), msg)
+        handle_inbound(s, Ctx(muni, utcnow(), item.payload["base_url"]), msg)
         s.commit()
     assert len(cases(app)) == 1 and outbox(app) == []
     assert app.extensions["spool_drainer"].drain_once() == 1

@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -48,6 +49,10 @@ class NeedsDurable(Exception):
     """A step run on the navigation snapshot wants to change more than navigation state."""
 
 
+class RegisterAway(Exception):
+    """A step run while the register is away wanted the database."""
+
+
 @dataclass
 class Turn:
     """One request of a call: what the provider sent and the call's stored state.
@@ -55,6 +60,11 @@ class Turn:
     ``navigation_only``: the call was loaded from the navigation snapshot (Redis), not locked
     in the database; the step may steer the menu but anything else (what the caller said, a
     case) raises NeedsDurable, and the step is run again on the database row.
+
+    ``keep``: set while the register is away. The whole call then lives in its snapshot (what
+    the caller said included), the database is not touched (``s`` raises RegisterAway), and
+    the registration step hands the call to ``keep`` (the host's spool) instead.
+    ``received_at``: when a registration kept that way reached us (set by the drainer).
     """
 
     session: Callable[[], Session]
@@ -62,10 +72,18 @@ class Turn:
     call: Call | NavCall
     form: Mapping[str, str]
     navigation_only: bool = False
+    keep: Callable[[Turn], None] | None = None
+    received_at: datetime | None = None
+
+    @property
+    def away(self) -> bool:
+        return self.keep is not None
 
     @property
     def s(self) -> Session:
         """The request's session, opened on first use (a menu step may never need it)."""
+        if self.away:
+            raise RegisterAway("the register is away")
         return self.session()
 
     @property
@@ -128,6 +146,8 @@ def _said(speech: str, option: str) -> bool:
 def incoming(t: Turn) -> VoiceResponse:
     resp = VoiceResponse()
     t.say(resp, "welcome", municipality=t.ctx.muni.name)
+    if t.away:  # the caller's open case cannot be looked up: the menu works without it
+        return main_menu(t, resp)
     open_case = t.s.scalar(
         select(Case)
         .where(
@@ -201,6 +221,9 @@ def menu(t: Turn) -> VoiceResponse:
         digits == "9" or (not digits and _said(speech, "open_status"))
     ):
         resp = VoiceResponse()
+        if t.away:
+            t.say(resp, "status_unavailable")
+            return main_menu(t, resp)
         case = find_case(t.s, t.ctx, t.state["open_case"])
         if case is not None:
             say_status(t, resp, case)
@@ -334,11 +357,30 @@ def confirm(t: Turn) -> VoiceResponse:
 def register(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
     """Register the call's case once; a retried request only hears the number again."""
     resp = resp or VoiceResponse()
+    if t.away:
+        return register_later(t, resp)
     case = register_call_case(t)
     key = "voicemail_saved" if t.state.get("mode") == "voicemail" else "registered"
     t.say(resp, key, digits=digits_of(case.year, case.number, t.lang))
     if is_mobile(t.call.from_phone) and not is_opted_out(t.s, t.ctx.muni.code, t.call.from_phone):
         t.say(resp, "sms_follows")
+    t.say(resp, "goodbye")
+    resp.hangup()
+    return resp
+
+
+def register_later(t: Turn, resp: VoiceResponse) -> VoiceResponse:
+    """The register is away: the call, with what the caller said, goes to the host's spool
+    (once) and is registered when the register answers; the number follows by text."""
+    assert t.keep is not None
+    if not t.state.get("spooled"):
+        t.set(spooled=True)
+        t.keep(t)
+    t.say(resp, "received_later")
+    if is_mobile(t.call.from_phone):
+        t.say(resp, "sms_follows_later")
+    elif t.call.from_phone != "anonymous":
+        t.say(resp, "call_back_later")
     t.say(resp, "goodbye")
     resp.hangup()
     return resp
@@ -364,6 +406,7 @@ def register_call_case(t: Turn, note: str = "") -> Case:
         language=t.lang,
         attachments=recordings,
         confirm_by_sms=True,
+        received_at=t.received_at,
     )
     t.call.case_id = case.id
     t.set(pending=False)
@@ -439,6 +482,10 @@ def lookup(t: Turn) -> VoiceResponse:
     digits = t.form.get("Digits", "")
     if not digits:
         return retry(t, "lookup", ask_protocol, silent=True)
+    if t.away:
+        resp = VoiceResponse()
+        t.say(resp, "status_unavailable")
+        return main_menu(t, resp)
     try:
         year, number = parse_keyed(digits, protocol_year(t.ctx.now, t.ctx.muni.tz))
         case = find_case(t.s, t.ctx, f"{year}/{number}")
@@ -585,7 +632,7 @@ def call_status(t: Turn) -> VoiceResponse:
             t.call.duration_seconds = int(t.form.get("CallDuration", "") or 0)
         except ValueError:
             t.call.duration_seconds = None
-        if t.state.get("transcript") and t.call.case_id is None:
+        if t.state.get("transcript") and t.call.case_id is None and not t.state.get("spooled"):
             case = register_call_case(t, note="the caller hung up before confirming")
             log.info(
                 "call %s ended (%s) before confirming: case %s registered anyway",

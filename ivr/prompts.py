@@ -44,6 +44,20 @@ PROMPTS: dict[str, dict[str, str]] = {
         "voicemail_saved": "Il suo messaggio è stato registrato con il numero di protocollo: {digits}.",
         "offer_operator": "La passo a un operatore.",
         "goodbye": "Grazie per aver chiamato. Arrivederci.",
+        "received_later": (
+            "Grazie. La segnalazione è stata ricevuta e sarà registrata a breve: il numero di "
+            "protocollo le sarà comunicato appena possibile."
+        ),
+        "sms_follows_later": "Le invieremo il numero con un SMS.",
+        "call_back_later": "Richiamando questo numero tra qualche minuto potrà ascoltarlo.",
+        "call_again": (
+            "Il servizio segnalazioni è momentaneamente non disponibile. La preghiamo di "
+            "richiamare tra qualche minuto, o di inviare un SMS. Ci scusiamo."
+        ),
+        "status_unavailable": (
+            "In questo momento non posso consultare le pratiche. La preghiamo di riprovare tra "
+            "qualche minuto."
+        ),
         "slash": "barra",
     },
     "en": {
@@ -78,6 +92,19 @@ PROMPTS: dict[str, dict[str, str]] = {
         "voicemail_saved": "Your message is registered with protocol number: {digits}.",
         "offer_operator": "I will put you through to an operator.",
         "goodbye": "Thank you for calling. Goodbye.",
+        "received_later": (
+            "Thank you. Your report is received and will be registered shortly: you will be "
+            "given its protocol number as soon as possible."
+        ),
+        "sms_follows_later": "We will send you the number by text message.",
+        "call_back_later": "If you call this number again in a few minutes, you can hear it.",
+        "call_again": (
+            "The report line is unavailable at the moment. Please call again in a few "
+            "minutes, or send a text message. We apologise."
+        ),
+        "status_unavailable": (
+            "I cannot look up cases at the moment. Please try again in a few minutes."
+        ),
         "slash": "slash",
     },
 }

@@ -6,9 +6,10 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Flask, current_app, request
 from flask.blueprints import BlueprintSetupState
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -16,13 +17,18 @@ from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.datastructures import MultiDict
 
 from cases.clock import utcnow
+from cases.config import Municipality
 from cases.errors import Invalid
 from cases.models import Call, CallStep
+from cases.notify import Ctx
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
 from ivr import flow
-from ivr.callstate import NAV_KEYS, CallStore, NavCall, Snapshot, StoreDown
+from ivr.callstate import CallStore, NavCall, Snapshot, StoreDown
+from ivr.prompts import prompt
+from lineadiretta.app import runtime
 from lineadiretta.dispatch import after_commit
-from lineadiretta.web import ctx_for, db
+from lineadiretta.spool import SpoolItem
+from lineadiretta.web import ctx_for, db, keep_while_away, public_base_url, went_away
 from lineadiretta.webhooks import municipality_for_called, signed, twiml
 
 log = logging.getLogger(__name__)
@@ -81,7 +87,24 @@ def _run(
     """One request of a call: replay a retried step, else load the call, run the step, save.
 
     ``turn_no`` is the turn in the action URL: the call had reached it when it was given.
+    While the register is away the call goes on in Redis (`_while_away`).
     """
+    try:
+        return _run_step(step, handler, turn_no=turn_no, create=create, unknown_ok=unknown_ok)
+    except Exception as exc:
+        if not went_away(exc):
+            raise
+        return _while_away(step, handler, turn_no=turn_no, create=create)
+
+
+def _run_step(
+    step: str,
+    handler: Callable[[flow.Turn], VoiceResponse],
+    *,
+    turn_no: int,
+    create: bool,
+    unknown_ok: bool,
+) -> Any:
     form = request.form
     sid = form.get("CallSid", "")
     if not sid or len(sid) > 64:
@@ -132,8 +155,6 @@ def _navigate(
     form: MultiDict[str, str],
 ) -> Any:
     """A menu step on the Redis snapshot: no row lock, no transaction, one write to Redis."""
-    from lineadiretta.app import runtime
-
     call = NavCall(
         call_sid=sid,
         municipality=snap.municipality,
@@ -167,8 +188,6 @@ def _durable(
     unknown_ok: bool,
 ) -> Any:
     """A step on the call's row, locked, in one transaction with the answer it gives."""
-    from lineadiretta.app import runtime
-
     s = db()
     prior = s.scalar(
         select(CallStep).where(
@@ -180,6 +199,10 @@ def _durable(
         return twiml(prior.response)
     call = s.get(Call, sid, with_for_update=True)
     now = utcnow()
+    if call is None and snap is not None:
+        # the call began while the register was away: Redis knew it, the database learns it now
+        call = _row_from(sid, snap, now)
+        s.add(call)
     if call is None:
         if not create:
             if unknown_ok:
@@ -207,13 +230,7 @@ def _durable(
         )
         s.add(call)
         log.info("call %s from %s to %s", sid, mask_phone(caller), muni.code)
-    state = dict(call.state)
-    if snap is not None and snap.turn >= int(state.get("turn", 0)):
-        # the menu moved on in Redis since this row was written: take its navigation
-        for k in NAV_KEYS:
-            state.pop(k, None)
-        state.update((k, v) for k, v in snap.state.items() if k in NAV_KEYS)
-        call.language = snap.language
+    state = _newer_state(call, snap)
     # never behind the action URL, even if the navigation since the last row write was lost
     state["turn"] = max(int(state.get("turn", 0)), turn_no) + 1
     call.state = state
@@ -241,6 +258,174 @@ def _durable(
     if store is not None:
         store.save(sid, _snapshot(call), step, digest, xml)
     return twiml(xml)
+
+
+def _row_from(sid: str, snap: Snapshot, now: datetime) -> Call:
+    return Call(
+        call_sid=sid,
+        municipality=snap.municipality,
+        from_phone=snap.from_phone,
+        to_phone=snap.to_phone,
+        language=snap.language,
+        case_id=snap.case_id,
+        state=dict(snap.state),
+        started_at=now,
+        updated_at=now,
+    )
+
+
+def _newer_state(call: Call, snap: Snapshot | None) -> dict[str, Any]:
+    """The call's state: its row's, or its snapshot's where the snapshot is newer. The menu
+    moves on in Redis without the row; while the register was away, so did what the caller
+    said. (A snapshot older than the row is never taken: a durable step that could not
+    refresh it drops it, and its turn is behind the row's.)"""
+    state = dict(call.state)
+    if snap is not None and snap.turn >= int(state.get("turn", 0)):
+        recordings = {r["sid"]: r for r in state.get("recordings", [])}
+        recordings.update((r["sid"], r) for r in snap.state.get("recordings", []))
+        state.update(snap.state)
+        if recordings:
+            state["recordings"] = list(recordings.values())
+        call.language = snap.language
+    return state
+
+
+# ------------------------------------------------------------------ the register away
+
+
+def _while_away(
+    step: str,
+    handler: Callable[[flow.Turn], VoiceResponse],
+    *,
+    turn_no: int,
+    create: bool,
+) -> Any:
+    """The register is away: the call goes on in its Redis snapshot, what the caller says
+    included. The registration step, the end of the call and its recording are kept in this
+    host's spool and applied to the call's row when the register answers (`apply_spooled_call`).
+    Without Redis (the embedded mode) the caller is told to call again."""
+    form = request.form
+    sid = form.get("CallSid", "")
+    digest = _request_hash(step, form)
+    kind = step.partition("/")[0]
+    store = _store()
+    snap: Snapshot | None = None
+    if store is not None:
+        try:
+            snap, answer = store.load(sid, step, digest)
+        except StoreDown:
+            store = None
+        else:
+            if answer is not None:
+                return twiml(answer)
+    if kind in ("status", "recording"):
+        # the provider calls once: kept, to be applied to the call's row
+        what = kind if kind == "status" else f"recording:{form.get('RecordingSid', '')}"
+        _keep(sid, what, snap, form)
+        return twiml(str(VoiceResponse()))
+    muni = None
+    if snap is None and create:
+        muni = municipality_for_called(form.get("To"))
+        if muni is None:
+            return _bad(
+                404, f"{mask_phone(form.get('To'))} is not the number of any municipality here"
+            )
+        try:
+            caller = normalise_phone(form.get("From", ""), muni.country)
+        except InvalidPhone:
+            caller = ANONYMOUS
+        snap = Snapshot(muni.code, caller, form.get("To", ""), muni.language, None, {})
+        log.warning(
+            "call %s from %s to %s while the register is away", sid, mask_phone(caller), muni.code
+        )
+    if store is None or snap is None:
+        log.error("call %s: %s with the register away and no call state: call again", sid, step)
+        return _sorry(muni)
+    call = NavCall(
+        call_sid=sid,
+        municipality=snap.municipality,
+        from_phone=snap.from_phone,
+        to_phone=snap.to_phone,
+        language=snap.language,
+        case_id=snap.case_id,
+        state={**snap.state, "turn": max(snap.turn, turn_no) + 1},
+    )
+    muni = runtime(current_app).config.get(call.municipality)
+
+    def keep(t: flow.Turn) -> None:
+        _keep(sid, "register", _snapshot(t.call), form)
+
+    turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=form, keep=keep)
+    try:
+        xml = str(handler(turn))
+    except Invalid as exc:
+        return _bad(400, str(exc))
+    try:
+        prior = store.save_nav(sid, _snapshot(call), step, digest, xml)
+    except StoreDown:
+        if turn.state.get("spooled"):
+            return twiml(xml)  # what the caller said is in the spool: the answer stands
+        return _sorry(muni)
+    return twiml(prior if prior is not None else xml)
+
+
+def _sorry(muni: Municipality | None) -> Any:
+    resp = VoiceResponse()
+    lang = muni.language if muni is not None else "it"
+    resp.say(prompt(lang, "call_again"), language=flow.LANG_CODE.get(lang, "it-IT"))
+    resp.hangup()
+    return twiml(str(resp))
+
+
+def _keep(sid: str, what: str, snap: Snapshot | None, form: MultiDict[str, str]) -> None:
+    payload = {
+        "sid": sid,
+        "what": what,
+        "snapshot": snap.dumps() if snap is not None else None,
+        "form": form.to_dict(),
+        "base_url": public_base_url(),
+    }
+    keep_while_away("call", f"{sid}:{what}", snap.municipality if snap else "", payload)
+
+
+def apply_spooled_call(app: Flask, item: SpoolItem) -> None:
+    """The drainer's handler for calls kept while the register was away: the call's row (made
+    from its snapshot if the database never saw it), then the step kept: the registration,
+    the end of the call (which registers what was said if the caller hung up first), or a
+    recording. Each is safe to run again: the row, locked, says what is already done."""
+    p = item.payload
+    sid, what = p["sid"], p["what"]
+    snap = Snapshot.loads(p["snapshot"]) if p.get("snapshot") else None
+    with app.app_context():
+        s = db()
+        now = utcnow()
+        call = s.get(Call, sid, with_for_update=True)
+        if call is None:
+            if snap is None:
+                log.info("call %s: %s kept for a call never known: ignored", sid, what)
+                return
+            call = _row_from(sid, snap, item.received_at)
+            s.add(call)
+        call.state = _newer_state(call, snap)
+        muni = runtime(app).config.get(call.municipality)
+        turn = flow.Turn(
+            session=db,
+            ctx=Ctx(muni, now, p["base_url"]),
+            call=call,
+            form=p["form"],
+            received_at=item.received_at,
+        )
+        if what == "register":
+            flow.register_call_case(turn)
+        elif what == "status":
+            if call.case_id is None and call.state.get("spooled"):
+                flow.register_call_case(turn)  # kept for registration: it comes first
+            flow.call_status(turn)
+        else:
+            flow.recording(turn)
+        call.updated_at = now
+        after_commit(s)
+        log.info("call %s: %s kept while the register was away, applied", sid, what)
 
 
 @bp.post("/incoming")

@@ -222,6 +222,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def _init_spool(app: Flask) -> None:
     """This host's spool and its drainer, with the handler of each kind of contact."""
     from cases.db import database_away
+    from ivr.views import apply_spooled_call
     from lineadiretta.spool import Drainer, Spool
     from open311.views import register_spooled_request
     from sms.views import apply_spooled_status, register_spooled_text
@@ -231,6 +232,7 @@ def _init_spool(app: Flask) -> None:
         "sms": lambda item: register_spooled_text(app, item),
         "status": lambda item: apply_spooled_status(app, item),
         "open311": lambda item: register_spooled_request(app, item),
+        "call": lambda item: apply_spooled_call(app, item),
     }
     drainer = Drainer(spool, handlers, database_away)
     app.extensions["spool"], app.extensions["spool_drainer"] = spool, drainer

@@ -49,8 +49,8 @@ def chaos(tmp_path: Path, pg_url: str) -> Iterator[tuple[Stack, TcpProxy]]:
 class Load:
     """Signed inbound texts at a fixed rate, each from its own citizen; what each got back."""
 
-    def __init__(self, st: Stack, count: int, rate: float) -> None:
-        self.st, self.count, self.rate = st, count, rate
+    def __init__(self, st: Stack, count: int, rate: float, first: int = 0) -> None:
+        self.st, self.count, self.rate, self.first = st, count, rate, first
         self.replies: dict[str, str] = {}
         self.errors: Counter[int] = Counter()
         self.sent = 0
@@ -98,7 +98,7 @@ class Load:
                 delay = start + i / self.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                pool.submit(self._one, i)
+                pool.submit(self._one, self.first + i)
                 self.sent += 1
 
 
@@ -284,3 +284,152 @@ def test_twenty_calls_walk_the_menu_while_postgresql_is_away(
     assert {c.original_text for c in got} == {f"Buca numero {i} in via Po" for i in range(calls)}
     assert all(c.received_at is not None for c in got)
     assert recordings == calls
+
+
+class Notes:
+    """Public notes posted by the URP through the API at a fixed rate, one per case: each one
+    a text the worker must send to that case's citizen exactly once."""
+
+    def __init__(self, st: Stack, token: str, cases: list[tuple[str, str]], rate: float) -> None:
+        self.st, self.token, self.cases, self.rate = st, token, cases, rate
+        self.errors: Counter[int] = Counter()
+        self._lock = threading.Lock()
+
+    def _one(self, protocol: str) -> None:
+        url = f"{self.st.base}/api/v1/cases/{protocol.replace('/', '-')}/note"
+        body = {"text": f"Intervento programmato per la pratica {protocol}", "public": True}
+        try:
+            r = requests.post(
+                url, json=body, timeout=15, headers={"Authorization": f"Bearer {self.token}"}
+            )
+            status = r.status_code
+        except requests.RequestException:
+            status = 0
+        if status >= 300:
+            with self._lock:
+                self.errors[status] += 1
+
+    def run(self) -> None:
+        start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for i, (_phone, protocol) in enumerate(self.cases):
+                delay = start + i / self.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pool.submit(self._one, protocol)
+
+
+def _cases_for_notes(st: Stack, count: int) -> list[tuple[str, str]]:
+    """`count` citizens' cases, registered by text before the drill."""
+    load = Load(st, count, 100.0)
+    load.run()
+    assert load.errors == Counter()
+    with st.sessions() as s:
+        return [(c.phone, c.protocol) for c in s.scalars(select(Case).order_by(Case.number))]
+
+
+def _told_once(st: Stack, cases: list[tuple[str, str]], since: float, bound: float) -> Any:
+    """Wait for every citizen's note; then (lost, duplicated, seconds from `since`)."""
+    note = "Intervento programmato per la pratica"
+
+    def notes_to(phone: str) -> int:
+        return sum(note in m["body"] for m in st.fake.sent_to(phone))
+
+    try:
+        done = wait_until(
+            lambda: all(notes_to(p) for p, _ in cases) and time.monotonic(), bound, "the notes"
+        )
+    except pytest.fail.Exception:
+        done = time.monotonic()
+    time.sleep(3)  # time enough for a duplicate to show up
+    counts = [notes_to(p) for p, _ in cases]
+    lost = sum(1 for n in counts if n == 0)
+    duplicated = sum(n - 1 for n in counts if n > 1)
+    return lost, duplicated, done - since
+
+
+def test_redis_flushed_then_away_for_20_seconds(chaos: tuple[Stack, TcpProxy]) -> None:
+    """Drill 3: texts keep coming and staff keep posting public notes while Redis (the broker,
+    the rate limiter, the calls' state) is flushed, then stopped for 20 s: every case
+    registered, every note's text sent once, within the sweeper's bound once Redis is back."""
+    import redis
+
+    st, _proxy = chaos
+    count, rate, away_for = 300, 25.0, 20.0
+    cases = _cases_for_notes(st, count)
+    token = st.staff("urp", "urp")
+    notes = Notes(st, token, cases, rate)
+    texts = Load(st, count, rate, first=count)  # other citizens, texting meanwhile
+    threads = [threading.Thread(target=notes.run), threading.Thread(target=texts.run)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    redis.Redis(port=st.redis_port).flushall()
+    time.sleep(2)
+    st.stop("redis", signal.SIGKILL)
+    time.sleep(away_for)
+    st.start_redis()
+    back_at = time.monotonic()
+    for t in threads:
+        t.join()
+    # the stack's sweeper: every SWEEP_EVERY_SECONDS, a text left unsent for
+    # SMS_REQUEUE_SECONDS queued again, a claimed one reconciled after SMS_CLAIM_TIMEOUT_SECONDS
+    bound = float(st.env["SMS_CLAIM_TIMEOUT_SECONDS"]) + 2 + 1 + 30
+    lost, duplicated, took = _told_once(st, cases, back_at, 120)
+    with st.sessions() as s:
+        got = list(s.scalars(select(Case.number).order_by(Case.number)))
+    gaps = (got[-1] - len(got)) if got else 0
+    lost_texts = 2 * count - len(got)
+    _report(
+        "drill 3",
+        f"{count} public notes and {count} texts at {rate:.0f}/s each; Redis flushed 3 s in, "
+        f"then stopped for {away_for:.0f} s; every note's text out {took:.1f} s after Redis "
+        f"came back (bound {bound:.0f} s); errors notes {dict(notes.errors) or 0} "
+        f"texts {dict(texts.errors) or 0}",
+        lost=lost + lost_texts,
+        duplicated=duplicated,
+        gaps=gaps,
+    )
+    assert notes.errors == Counter() and texts.errors == Counter()
+    assert (lost, lost_texts, duplicated, gaps) == (0, 0, 0, 0)
+    assert took < bound
+
+
+def test_the_provider_failing_rate_limiting_and_timing_out(chaos: tuple[Stack, TcpProxy]) -> None:
+    """Drill 5: while notes are posted, the provider answers 500, then 429, then holds its
+    answers past the client's timeout (having taken the text): every text sent once."""
+    st, _proxy = chaos
+    count, rate = 200, 20.0
+    cases = _cases_for_notes(st, count)
+    notes = Notes(st, st.staff("urp", "urp"), cases, rate)
+    runner = threading.Thread(target=notes.run)
+    runner.start()
+    time.sleep(1)
+    st.fake.fail_next(40, "server_error")
+    time.sleep(2)
+    st.fake.fail_next(40, "rate_limited", retry_after=1)
+    time.sleep(2)
+    st.fake.configure(delay=6.0)  # past the sender's 5 s timeout: outcome unknown
+    time.sleep(6)
+    st.fake.configure(delay=0.0)
+    runner.join()
+    calm_at = time.monotonic()
+    lost, duplicated, took = _told_once(st, cases, calm_at, 120)
+    statuses = Counter(r["status"] for r in st.fake.requests)
+    unknown = st.log("worker").count("outcome unknown")
+    reconciled = st.log("worker").count("reconcil")
+    _report(
+        "drill 5",
+        f"{count} public notes at {rate:.0f}/s; the provider answered 500 to 40 sends, 429 to 40, "
+        f"then held every answer 6 s (the client gives up at 5 s) for 6 s; provider saw "
+        f"{dict(statuses)}; {unknown} sends timed out (outcome unknown) and were reconciled "
+        f"with the provider ({reconciled} log lines); every text out {took:.1f} s after the "
+        "stream ended; "
+        f"errors {dict(notes.errors) or 0}",
+        lost=lost,
+        duplicated=duplicated,
+        gaps=0,
+    )
+    assert notes.errors == Counter()
+    assert statuses[500] >= 1 and statuses[429] >= 1 and unknown >= 1
+    assert (lost, duplicated) == (0, 0)

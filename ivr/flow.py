@@ -295,7 +295,7 @@ def category(t: Turn) -> VoiceResponse:
     elif digits == "9" and len(codes) > (page + 1) * PAGE:
         t.set(page=page + 1)
         return category_menu(t)
-    elif digits.isdigit() and 1 <= int(digits) <= PAGE and page * PAGE + int(digits) <= len(codes):
+    elif len(digits) == 1 and digits in "12345678" and page * PAGE + int(digits) <= len(codes):
         chosen = codes[page * PAGE + int(digits) - 1]
     elif speech and not digits:
         s = classifier_for(t.ctx.muni).classify(t.form.get("SpeechResult", ""))
@@ -340,7 +340,7 @@ def described(t: Turn) -> VoiceResponse:
 def readback(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
     resp = resp or VoiceResponse()
     g = t.gather(resp, "confirm")
-    t.say(g, "readback", text=t.state.get("transcript", ""))
+    t.say(g, "readback", text=t.state.get("transcript") or "")
     return resp
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 PROMPTS: dict[str, dict[str, str]] = {
@@ -152,8 +153,14 @@ SPEECH = {
 }
 
 
+# What XML 1.0 cannot carry (control characters, lone surrogates, U+FFFE/U+FFFF): a caller's
+# words or keys are read back inside TwiML, which must stay a well-formed document.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def prompt(lang: str, key: str, **values: str) -> str:
-    return PROMPTS.get(lang, PROMPTS["it"])[key].format(**values)
+    clean = {k: _NOT_XML.sub(" ", str(v)) for k, v in values.items()}
+    return PROMPTS.get(lang, PROMPTS["it"])[key].format(**clean)
 
 
 def spoken_date(day: date, lang: str) -> str:

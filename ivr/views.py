@@ -222,7 +222,7 @@ def _durable(
             call_sid=sid,
             municipality=muni.code,
             from_phone=caller,
-            to_phone=form.get("To", ""),
+            to_phone=normalise_phone(form.get("To", ""), muni.country),  # as matched
             language=muni.language,
             state={},
             started_at=now,
@@ -334,7 +334,8 @@ def _while_away(
             caller = normalise_phone(form.get("From", ""), muni.country)
         except InvalidPhone:
             caller = ANONYMOUS
-        snap = Snapshot(muni.code, caller, form.get("To", ""), muni.language, None, {})
+        called = normalise_phone(form.get("To", ""), muni.country)
+        snap = Snapshot(muni.code, caller, called, muni.language, None, {})
         log.warning(
             "call %s from %s to %s while the register is away", sid, mask_phone(caller), muni.code
         )

@@ -53,9 +53,29 @@ def signed(view: F) -> F:
                 mask_phone(form.get("From")),
             )
             return Response("invalid or missing X-Twilio-Signature\n", 403, mimetype="text/plain")
+        bad = malformed(form)
+        if bad:
+            log.warning("webhook %s refused: %s", request.path, bad)
+            return Response(f"malformed request: {bad}\n", 400, mimetype="text/plain")
         return view(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+SID_FIELDS = ("MessageSid", "SmsSid", "SmsMessageSid", "CallSid", "RecordingSid", "AccountSid")
+
+
+def malformed(form: Any) -> str | None:
+    """What no provider sends, even signed: a NUL character (no text column can hold one;
+    a text's Body is the exception, its NULs are dropped by the view so that the text is
+    kept) or an identifier longer than any of the provider's (34 characters; 64 are stored)."""
+    for name, value in form.items(multi=True):
+        if "\x00" in name or ("\x00" in value and name != "Body"):
+            return f"a NUL character in {name[:40]!r}"
+    for name in SID_FIELDS:
+        if any(len(v) > 64 for v in form.getlist(name)):
+            return f"{name} longer than 64 characters"
+    return None
 
 
 def municipality_for_called(number: str | None) -> Municipality | None:

@@ -14,7 +14,7 @@ from cases.clock import utcnow
 from cases.config import Municipality
 from cases.errors import Invalid
 from cases.notify import Ctx
-from cases.phone import mask_phone
+from cases.phone import mask_phone, normalise_phone
 from lineadiretta.app import runtime
 from lineadiretta.dispatch import after_commit
 from lineadiretta.spool import SpoolItem
@@ -74,7 +74,7 @@ def inbound() -> Any:
         msg = Inbound(
             sid=sid[:64],
             from_=f["From"],
-            to=f["To"],
+            to=normalise_phone(f["To"], muni.country),  # the number as matched
             # a phone cannot type NUL and the register cannot store it: dropped, not refused
             body=f.get("Body", "").replace("\x00", ""),
             media=_media(),

@@ -22,6 +22,7 @@ from cases.services import (
 )
 from cases.workflow import perform
 from lineadiretta.dispatch import after_commit
+from lineadiretta.inputs import whole_number
 from lineadiretta.web import ctx_for, date_arg, db, install_error_handlers, json_body
 
 log = logging.getLogger(__name__)
@@ -67,15 +68,7 @@ def _ctx() -> Any:
 
 def _int(name: str, default: int, lo: int, hi: int) -> int:
     value = request.args.get(name)
-    if value is None:
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise Invalid(f"'{name}' must be a whole number") from None
-    if not lo <= n <= hi:
-        raise Invalid(f"'{name}' must be between {lo} and {hi}")
-    return n
+    return default if value is None else whole_number(value, name, lo, hi)
 
 
 @bp.get("/openapi.json")

@@ -69,21 +69,31 @@ def check_login(s: Session, municipality: str, name: str, password: str, now: da
         with contextlib.suppress(VerificationError):
             _hasher.verify(_dummy_hash(), password)
         raise wrong
-    if user.locked_until is not None and user.locked_until > now:
+    if not verify_password(user, password, now):
         raise wrong
-    try:
-        _hasher.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        user.failed_logins = (user.failed_logins or 0) + 1
-        if user.failed_logins >= MAX_FAILURES:
-            user.locked_until = now + LOCKOUT
-            user.failed_logins = 0
-        raise wrong from None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     user.failed_logins = 0
     user.locked_until = None
     return user
+
+
+def verify_password(user: User, password: str, now: datetime) -> bool:
+    """The one check of a user's password, for a login and for a password change alike: one
+    Argon2 verification whatever the outcome (a locked account costs the same as a wrong
+    password, so timing tells nothing), a wrong one counted, and MAX_FAILURES of them lock the
+    account for LOCKOUT. False while locked, even for the right password."""
+    right = False
+    with contextlib.suppress(VerificationError, InvalidHashError):
+        right = _hasher.verify(user.password_hash or _dummy_hash(), password)
+    if user.locked_until is not None and user.locked_until > now:
+        return False
+    if not right:
+        user.failed_logins = (user.failed_logins or 0) + 1
+        if user.failed_logins >= MAX_FAILURES:
+            user.locked_until = now + LOCKOUT
+            user.failed_logins = 0
+    return bool(right)
 
 
 def start_session(
@@ -149,13 +159,13 @@ def end_all_sessions(
 def change_password(
     s: Session, user: User, current: str, new: str, now: datetime, keep: StaffSession | None
 ) -> None:
-    """A user's own password change: the current one must be right; every other login ends."""
+    """A user's own password change: the current one must be right (a wrong one counts
+    towards the lockout: the caller commits it even when this refuses); every other login
+    ends."""
     if not user.password_hash:
         raise Invalid("this account has no password yet: ask an administrator")
-    try:
-        _hasher.verify(user.password_hash, current)
-    except (VerificationError, InvalidHashError):
-        raise Invalid("the current password is wrong") from None
+    if not verify_password(user, current, now):  # counted, and locked, as a login is
+        raise Invalid("the current password is wrong, or the account is locked")
     if new == current:
         raise Invalid("the new password must differ from the current one")
     set_password(user, new)

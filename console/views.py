@@ -78,6 +78,7 @@ from cases.workflow import (
 )
 from console.i18n import translate
 from lineadiretta.dispatch import after_commit
+from lineadiretta.inputs import whole_number
 from lineadiretta.web import (
     ctx_for,
     date_arg,
@@ -99,15 +100,13 @@ bp = Blueprint(
 
 @bp.record_once
 def _cookie_settings(state: Any) -> None:
-    """The login cookie: not readable by scripts, not sent cross-site, HTTPS-only in production."""
+    """The login cookie is HTTPS-only when the console is served over HTTPS (its other
+    settings are the app's defaults, lineadiretta.app)."""
     config = state.app.config
-    config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     public = config.get("PUBLIC_BASE_URL") or ""
     if not config.get("SESSION_COOKIE_SECURE"):
         testing = bool(config.get("TESTING"))
         config["SESSION_COOKIE_SECURE"] = public.startswith("https://") and not testing
-    config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=10))
 
 
 _PUBLIC_ENDPOINTS = {"console.login", "console.static"}
@@ -363,8 +362,21 @@ def password() -> Any:
     f = request.form
     if f.get("new", "") != f.get("confirm", ""):
         raise Invalid(t("password_mismatch"))
+    # the current password is guessed no faster here than at the login
+    per_minute = float(current_app.config.get("CONSOLE_LOGINS_PER_MINUTE", 10))
+    wait = over_limit(f"login:{request.remote_addr}", per_minute)
+    if wait is not None:
+        log.warning("console password change by %s refused: too many attempts", user().name)
+        return _page_error(429, t("too_many_logins", seconds=f"{wait:.0f}"))
     s = db()
-    change_password(s, user(), f.get("current", ""), f.get("new", ""), utcnow(), g.staff_session)
+    try:
+        change_password(
+            s, user(), f.get("current", ""), f.get("new", ""), utcnow(), g.staff_session
+        )
+    except Invalid:
+        s.commit()  # the failure count (and any lockout) must stick
+        log.info("console: %s gave a wrong current password", user().name)
+        raise
     s.commit()
     log.info("console: %s changed their password", user().name)
     flash(t("password_changed"), "ok")
@@ -716,10 +728,7 @@ def notifications() -> Any:
 @bp.get("/notifications.json")
 def notifications_json() -> Any:
     """Polled by the page every few seconds: unread count and what is new since `after`."""
-    try:
-        after = int(request.args.get("after", "0"))
-    except ValueError:
-        raise Invalid("'after' must be a whole number") from None
+    after = whole_number(request.args.get("after", "0"), "after")
     s = db()
     count, newest = unread_notifications(s, user())
     new = notifications_for(s, user(), unread_only=True, after_id=after, limit=10)
@@ -739,10 +748,7 @@ def notifications_read() -> Any:
         StaffNotification.user_id == user().id, StaffNotification.read_at.is_(None)
     )
     if nid:
-        try:
-            q = q.where(StaffNotification.id == int(nid))
-        except ValueError:
-            raise Invalid("'id' must be a whole number") from None
+        q = q.where(StaffNotification.id == whole_number(nid, "id"))
     for n in s.scalars(q):
         n.read_at = now
     s.commit()

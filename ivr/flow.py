@@ -38,6 +38,7 @@ from cases.services import (
 )
 from ivr.callstate import NAV_KEYS, NavCall
 from ivr.prompts import SPEECH, digits_of, prompt, spoken_date
+from lineadiretta.inputs import whole_number
 from sms.inbound import is_opted_out
 
 log = logging.getLogger(__name__)
@@ -607,8 +608,8 @@ def recording(t: Turn) -> VoiceResponse:
     if any(r["sid"] == sid for r in known):
         return VoiceResponse()
     try:
-        duration = int(t.form.get("RecordingDuration", "") or 0) or None
-    except ValueError:
+        duration = whole_number(t.form.get("RecordingDuration") or "0", "", 0, 86_400) or None
+    except Invalid:
         duration = None
     known.append({"sid": sid, "url": url, "duration": duration})
     t.set(recordings=known)
@@ -628,9 +629,9 @@ def call_status(t: Turn) -> VoiceResponse:
     if status in ENDED and t.call.end_status is None:
         t.call.end_status = status
         t.call.ended_at = t.ctx.now
-        try:
-            t.call.duration_seconds = int(t.form.get("CallDuration", "") or 0)
-        except ValueError:
+        try:  # a call lasts seconds to hours, never more than a day
+            t.call.duration_seconds = whole_number(t.form.get("CallDuration") or "0", "", 0, 86_400)
+        except Invalid:
             t.call.duration_seconds = None
         if t.state.get("transcript") and t.call.case_id is None and not t.state.get("spooled"):
             case = register_call_case(t, note="the caller hung up before confirming")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
@@ -44,6 +46,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(
         __name__, instance_path=os.path.abspath(os.environ.get("INSTANCE_PATH", "instance"))
     )
+    from lineadiretta.inputs import IdConverter
+
+    app.url_map.converters["int"] = IdConverter  # before any route is added
     app.config.from_mapping(
         SECRET_KEY=os.environ.get("SECRET_KEY"),
         DATABASE_URL=os.environ.get("DATABASE_URL"),
@@ -71,6 +76,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SPOOL_DRAIN_THREAD=True,
         LD_CONFIG=None,
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        # the console's login cookie: not readable by scripts, not sent on cross-site requests,
+        # at most a working day (Flask's own defaults: SameSite unset, 31 days). Secure: below.
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=10),
         JSON_SORT_KEYS=False,
     )
     # staff e-mails; none of these set: the sandbox (logged, the rows kept as the record)
@@ -95,6 +105,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         smtp_settings(app.config)
     except ValueError as exc:
         raise ConfigError(f"SMTP settings: {exc}") from None
+    _public_address(app)
     config = app.config["LD_CONFIG"] or load_config(app.config["CONFIG_PATH"])
     url = app.config["DATABASE_URL"] or default_database_url(app.instance_path)
     engine = make_engine(url)
@@ -217,6 +228,49 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return jsonify(error=exc.name, message=exc.description), exc.code or 500
 
     return app
+
+
+def _public_address(app: Flask) -> None:
+    """Citizens' links and the provider's signatures are made from PUBLIC_BASE_URL alone,
+    never from a request's Host header (which whoever sends the request chooses). A process
+    that serves requests or sends texts cannot start without it (`lineadiretta run` sets its
+    own); requests naming another host than it, localhost or TRUSTED_HOSTS are refused (400)."""
+    public = (app.config["PUBLIC_BASE_URL"] or "").rstrip("/")
+    if not public:
+        if app.config.get("NEEDS_PUBLIC_BASE_URL", True):
+            raise ConfigError(
+                "PUBLIC_BASE_URL is required: the address at which citizens and the provider "
+                "reach this service (e.g. https://segnalazioni.comune.example.it); the links "
+                "texted to citizens and the webhook signatures are made from it"
+            )
+        return
+    parts = urlsplit(public)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"PUBLIC_BASE_URL must be an http(s) URL, not {public!r}")
+    app.config["PUBLIC_BASE_URL"] = public
+    if app.config.get("TRUSTED_HOSTS") is None:
+        extra = os.environ.get("TRUSTED_HOSTS", "")
+        app.config["TRUSTED_HOSTS"] = [
+            parts.hostname,
+            "localhost",
+            "127.0.0.1",
+            *(h.strip() for h in extra.split(",") if h.strip()),
+        ]
+
+    @app.before_request
+    def _known_host() -> None:
+        # Flask checks TRUSTED_HOSTS only when request.host is read: read it for every request
+        request.host  # noqa: B018 (raises SecurityError, a 400, for any other host)
+
+    https = parts.scheme == "https"
+
+    @app.after_request
+    def _security_headers(resp: Response) -> Response:
+        # no response is sniffed into another type (JSON, TwiML, CSV as much as the pages)
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if https:  # served over https: browsers must never come back over plain http
+            resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return resp
 
 
 def _init_spool(app: Flask) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import secrets
@@ -82,6 +80,9 @@ def main() -> None:
 def run(host: str, port: int) -> None:
     """Everything in one: migrate the embedded database, start a worker and the web server."""
     embedded_env()
+    # the address citizens' links are made from: this server's, unless configured
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    os.environ.setdefault("PUBLIC_BASE_URL", f"http://{shown}:{port}")
     app = _app()
     from lineadiretta.app import runtime
     from lineadiretta.migrate import upgrade
@@ -183,7 +184,7 @@ def worker(concurrency: int, beat: bool, loglevel: str) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
     """The periodic scheduler alone (exactly one per deployment)."""
-    app = _app()
+    app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
     app.extensions["celery"].start(["beat", f"--loglevel={loglevel}"])
 
 
@@ -238,7 +239,7 @@ def user_add(
 ) -> None:
     """Create a staff account; prints its API token once, alone on the last line."""
     os.environ.setdefault("SECRET_KEY", "cli")
-    app = _app()
+    app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
     from cases.clock import utcnow
     from cases.db import transaction
     from cases.errors import DomainError
@@ -276,7 +277,7 @@ def apikey_group() -> None:
 def apikey_add(name: str, municipality: str | None) -> None:
     """Issue an Open311 API key for an outside app; prints it once, alone on the last line."""
     os.environ.setdefault("SECRET_KEY", "cli")
-    app = _app()
+    app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
     from cases.apikeys import create_api_key
     from cases.clock import utcnow
     from cases.db import transaction
@@ -310,7 +311,7 @@ def user_password(name: str, municipality: str | None) -> None:
     """Set a staff member's console password (from stdin, or asked at the terminal);
     every open login of theirs ends."""
     os.environ.setdefault("SECRET_KEY", "cli")
-    app = _app()
+    app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
     from sqlalchemy import select
 
     from cases.auth import end_all_sessions, set_password
@@ -349,9 +350,10 @@ def register(day: str, fmt: str, municipality: str | None) -> None:
         raise click.BadParameter(
             f"{day!r} is not a date as YYYY-MM-DD", param_hint="--date"
         ) from None
-    app = _app()
+    app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
     from cases.db import transaction
     from cases.services import REGISTER_COLUMNS, daily_register
+    from cases.stats import to_csv
     from lineadiretta.app import runtime
 
     muni = _muni(app, municipality)
@@ -366,12 +368,9 @@ def register(day: str, fmt: str, municipality: str | None) -> None:
             )
         )
         return
-    # Plain CSV for scripts (the console's download is the spreadsheet-safe one).
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=REGISTER_COLUMNS)
-    w.writeheader()
-    w.writerows(rows)
-    click.echo(buf.getvalue(), nl=False)
+    # the same CSV as the console's download: a cell that a spreadsheet would run as a
+    # formula (=, +, -, @, tab, CR) is written as text
+    click.echo(to_csv(REGISTER_COLUMNS, rows), nl=False)
 
 
 @main.group()
@@ -507,7 +506,7 @@ def outbox(limit: int, email: bool) -> None:
     """Show the latest outbound texts or staff e-mails (in sandbox mode: what would have been
     sent)."""
     os.environ.setdefault("SECRET_KEY", "cli")
-    app = _app()
+    app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
     from sqlalchemy import select
 
     from cases.models import EmailMessage, OutboxMessage

@@ -30,9 +30,10 @@ def db() -> Session:
 
 
 def public_base_url() -> str:
+    """The service's public address, from configuration only (never the Host header)."""
     from lineadiretta.app import runtime
 
-    return runtime(current_app).public_base_url or request.host_url.rstrip("/")
+    return runtime(current_app).public_base_url or ""
 
 
 def ctx_for(muni: Municipality) -> Ctx:
@@ -65,10 +66,11 @@ def init_app(app: Flask) -> None:
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or an Invalid error that says what is wrong."""
     from cases.errors import Invalid
+    from lineadiretta.inputs import json_document
 
     if not request.data:
         return {}
-    data = request.get_json(silent=True)
+    data = json_document(request.get_data())
     if not isinstance(data, dict):
         raise Invalid("the body must be a JSON object")
     return data
@@ -152,15 +154,12 @@ def over_limit(key: str, per_minute: float) -> float | None:
 
 def date_arg(name: str) -> date | None:
     """The query argument `name` as a date (YYYY-MM-DD), None when absent; Invalid otherwise."""
-    from cases.errors import Invalid
+    from lineadiretta.inputs import day
 
     value = request.args.get(name)
     if not value:
         return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise Invalid(f"'{name}' must be a date as YYYY-MM-DD") from None
+    return day(value, name)
 
 
 def went_away(exc: BaseException) -> bool:

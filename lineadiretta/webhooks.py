@@ -19,11 +19,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def public_url() -> str:
     """The URL the provider signed: the configured public base plus this path and query."""
-    base = current_app.config.get("PUBLIC_BASE_URL")
-    if base:
-        qs = request.query_string.decode("ascii", "replace")
-        return base.rstrip("/") + request.path + (f"?{qs}" if qs else "")
-    return request.url
+    base = current_app.config.get("PUBLIC_BASE_URL") or ""
+    qs = request.query_string.decode("ascii", "replace")
+    return base.rstrip("/") + request.path + (f"?{qs}" if qs else "")
 
 
 def auth_token() -> str | None:

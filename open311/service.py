@@ -31,6 +31,7 @@ from cases.notify import Ctx, local_date, office_name, status_label
 from cases.protocol import parse_protocol, url_protocol
 from cases.services import NewAttachment, case_by_number, is_email, register_case
 from cases.workflow import step_label
+from lineadiretta.inputs import FIRST_DAY, LAST_DAY
 
 # Closed for Open311 = nothing more will happen unless URP reopens it: replied to, handed to
 # the competent body, merged into another case, or annulled. `resolved` is still open: the
@@ -337,6 +338,8 @@ def _when(value: str, name: str, muni: Municipality) -> datetime:
         raise Open311Error(
             400, f"{name} must be a W3C date-time, e.g. 2026-01-31T08:00:00+01:00"
         ) from None
+    if not FIRST_DAY <= when.date() <= LAST_DAY:  # a day either side must still exist
+        raise Open311Error(400, f"{name} must be between {FIRST_DAY} and {LAST_DAY}")
     return when if when.tzinfo else when.replace(tzinfo=muni.tz)
 
 

@@ -226,7 +226,17 @@ def _created(ctx: Ctx, case: Case) -> Response:
 
 
 def _key_value() -> str:
-    return request.values.get("api_key", "")
+    """The client's API key: on a POST, in the body (the specification's api_key field) or
+    the X-Api-Key header, never in the URL, which proxies and access logs keep; a GET may
+    still name it in the query (for the jurisdiction), and logs redact it."""
+    header = request.headers.get("X-Api-Key", "")
+    if request.method == "POST":
+        if "api_key" in request.args:
+            raise Open311Error(
+                400, "api_key goes in the request body or the X-Api-Key header, not in the URL"
+            )
+        return request.form.get("api_key", "") or header
+    return request.args.get("api_key", "") or header
 
 
 def _idempotency_key() -> str:

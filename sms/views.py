@@ -17,6 +17,7 @@ from cases.notify import Ctx
 from cases.phone import mask_phone, normalise_phone
 from lineadiretta.app import runtime
 from lineadiretta.dispatch import after_commit
+from lineadiretta.inputs import whole_number
 from lineadiretta.spool import SpoolItem
 from lineadiretta.web import ctx_for, db, keep_while_away, went_away
 from lineadiretta.webhooks import municipality_for_called, signed, twiml
@@ -142,7 +143,10 @@ def status() -> Any:
     if not sid or not state:
         return _bad(400, "MessageSid and MessageStatus are required")
     oid_raw = request.args.get("o")
-    oid = int(oid_raw) if oid_raw and oid_raw.isdigit() else None
+    try:  # our own outbox id, in the callback URL we gave the provider
+        oid = whole_number(oid_raw, "o") if oid_raw else None
+    except Invalid:
+        oid = None
     s = db()
     error = f.get("ErrorCode") or None
     try:

@@ -100,11 +100,12 @@ def test_user_add_prints_token_last_and_register_lists_the_day(env: dict[str, st
             "DATABASE_URL": env["DATABASE_URL"],
             "SECRET_KEY": "t",
             "CONFIG_PATH": env["LINEADIRETTA_CONFIG"],
+            "PUBLIC_BASE_URL": "https://comune.example.it",
         }
     )
     c = app.test_client()
     h = {"Authorization": f"Bearer {token}"}
-    for text in ("buca in via Verdi", "lampione spento in piazza"):
+    for text in ("buca in via Verdi", '=HYPERLINK("http://x.example","lampione spento")'):
         assert (
             c.post(
                 "/api/v1/cases", json={"text": text, "phone": "3331234567"}, headers=h
@@ -134,8 +135,10 @@ def test_user_add_prints_token_last_and_register_lists_the_day(env: dict[str, st
     ).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["protocol"][-7:] for r in rows] == ["0000001", "0000002"]
-    assert rows[0]["registered_by"] == "giulia" and rows[0]["sender"] == "+393331234567"
-    assert rows[1]["annulled"] == "True" and rows[1]["annul_reason"] == "doppione"
+    assert rows[0]["registered_by"] == "giulia" and rows[0]["sender"] == "'+393331234567"
+    assert rows[1]["annulled"] == "true" and rows[1]["annul_reason"] == "doppione"
+    # the console's CSV writer: a formula is text to a spreadsheet (issue 21, item 6)
+    assert rows[1]["text"].startswith("'=HYPERLINK(")
     data = json.loads(
         cli(
             "register",

@@ -583,6 +583,7 @@ def test_behind_a_proxy_the_forwarded_address_is_throttled(
             "LD_CONFIG": config,
             "REDIS_URL": None,
             "PROXY_HOPS": 1,
+            "PUBLIC_BASE_URL": "https://comune.example.it",
             "CONSOLE_LOGINS_PER_MINUTE": 1,  # a burst of 2
         }
     )

@@ -142,8 +142,12 @@ def test_the_procfile_runs_from_the_production_install(
             st.start_procfile("worker", WORKER_CONCURRENCY="2")
             st.start_procfile("beat")
 
-            first = reply(st.text("Buca profonda in via Cavour 3"))
+            answer = st.text("Buca profonda in via Cavour 3")
+            first = reply(answer)
             assert re.search(r"\d{4}/0000001", first), first
+            # production names no server version (issue 21, item 8)
+            assert "/" not in answer.headers.get("Server", ""), answer.headers
+            assert answer.headers["X-Content-Type-Options"] == "nosniff"
             with st.sessions() as s:
                 assert s.scalar(select(func.count()).select_from(Case)) == 1
                 case = s.scalar(select(Case))

@@ -606,7 +606,12 @@ def test_apikey_add_prints_the_key_last(db_url: str, tmp_path: Path) -> None:
     from lineadiretta.app import create_app
 
     app = create_app(
-        {"DATABASE_URL": db_url, "SECRET_KEY": "t", "CONFIG_PATH": env["LINEADIRETTA_CONFIG"]}
+        {
+            "DATABASE_URL": db_url,
+            "SECRET_KEY": "t",
+            "CONFIG_PATH": env["LINEADIRETTA_CONFIG"],
+            "PUBLIC_BASE_URL": "https://comune.example.it",
+        }
     )
     try:
         with rt(app).sessions() as s:

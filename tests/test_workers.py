@@ -86,6 +86,7 @@ def test_real_celery_worker_on_redis_runs_the_overdue_task(
         SECRET_KEY="t",
         LINEADIRETTA_CONFIG=str(ROOT / "config.toml"),
         INSTANCE_PATH=str(tmp_path / "inst"),
+        PUBLIC_BASE_URL="https://comune.example.it",
     )
     worker = subprocess.Popen(
         [sys.executable, "-m", "lineadiretta.cli", "worker", "--concurrency", "1"],
@@ -102,6 +103,7 @@ def test_real_celery_worker_on_redis_runs_the_overdue_task(
                 "REDIS_URL": redis_url,
                 "SECRET_KEY": "t",
                 "LINEADIRETTA_CONFIG": str(ROOT / "config.toml"),
+                "PUBLIC_BASE_URL": "https://comune.example.it",
             }
         )
         app.extensions["celery"].send_task("workers.tasks.flag_overdue")

@@ -171,10 +171,26 @@ def serve(host: str, port: int) -> None:
 @click.option("--beat", is_flag=True, help="Also run the periodic scheduler (one per deployment).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(concurrency: int, beat: bool, loglevel: str) -> None:
-    """A Celery worker (Redis from REDIS_URL, or the embedded broker)."""
+    """A Celery worker (Redis from REDIS_URL, or the embedded broker), started again if it
+    exits or stops consuming (see workers.supervise)."""
+    app = _app()  # the configuration is checked here, once, before any child starts
+    from workers.supervise import supervise
+
+    args = [f"--concurrency={concurrency}", f"--loglevel={loglevel}"] + (["--beat"] if beat else [])
+    sys.exit(supervise(args, app.config.get("REDIS_URL")))
+
+
+@main.command("celery-worker", hidden=True)
+@click.option("--concurrency", default=2, type=int)
+@click.option("--beat", is_flag=True)
+@click.option("--loglevel", default="INFO")
+def celery_worker(concurrency: int, beat: bool, loglevel: str) -> None:
+    """The Celery worker itself (the child of `worker`)."""
     app = _app()
     celery_app = app.extensions["celery"]
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}"]
+    # no broadcast over the broker (see workers.celery_app): a Redis restart must not end us
+    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     if beat:
         argv.append("--beat")
     celery_app.worker_main(argv)

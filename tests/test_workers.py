@@ -4,6 +4,7 @@ Celery worker on the real Redis runs the task."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -121,3 +122,61 @@ def test_real_celery_worker_on_redis_runs_the_overdue_task(
         out, _ = worker.communicate(timeout=30)
         engine.dispose()
     assert b"flag_overdue" in out
+
+
+def test_the_worker_is_started_again_when_it_exits_or_stops_consuming(tmp_path: Path) -> None:
+    """`lineadiretta worker` watches its Celery worker (workers.supervise): a child that
+    exits is started again; one that receives no task while tasks wait is killed and started
+    again; a quiet one is left alone; SIGTERM stops both. The child stands in for Celery's
+    worker: it records each start, then exits at once (the first time) or never consumes."""
+    import threading
+
+    from workers.supervise import Supervisor
+
+    starts = tmp_path / "starts"
+    child = (
+        "import pathlib, sys, time\n"
+        f"p = pathlib.Path({str(starts)!r})\n"
+        "n = len(p.read_text().splitlines()) if p.exists() else 0\n"
+        "p.open('a').write('start\\n')\n"
+        "sys.exit(3) if n == 0 else time.sleep(600)\n"
+    )
+    waiting = {"n": 0}
+    sup = Supervisor(
+        [sys.executable, "-c", child],
+        redis_url=None,
+        stuck_after=1.5,
+        check_every=0.2,
+        waiting=lambda: waiting["n"],
+    )
+
+    def count() -> int:
+        return len(starts.read_text().splitlines()) if starts.exists() else 0
+
+    seen: list[int] = []
+
+    def drive() -> None:
+        deadline = time.monotonic() + 30
+        while count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        seen.append(count())  # the first child exited: started again
+        time.sleep(2.5)
+        seen.append(count())  # quiet, nothing waiting: not stuck, left alone
+        waiting["n"] = 5  # tasks wait and the child receives none: killed, started again
+        while count() < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        seen.append(count())
+        os.kill(os.getpid(), signal.SIGTERM)  # as a platform stops the process
+
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    driver = threading.Thread(target=drive)
+    driver.start()
+    try:
+        code = sup.run()  # in the main thread: it sets the signal handlers
+    finally:
+        driver.join()
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert seen == [2, 2, 3] and code == 0
+    assert sup.child is not None and sup.child.poll() is not None
+    assert not sup.heartbeat.exists()

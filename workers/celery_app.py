@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import task_received, worker_ready
 from flask import Flask
 
 
@@ -34,6 +35,12 @@ def broker_settings(app: Flask) -> dict[str, Any]:
     }
 
 
+def _heartbeat(**_kw: Any) -> None:
+    from workers.supervise import touch_heartbeat
+
+    touch_heartbeat()
+
+
 def celery_init_app(app: Flask) -> Celery:
     class FlaskTask(Task):
         def __call__(self, *args: object, **kwargs: object) -> object:
@@ -48,6 +55,11 @@ def celery_init_app(app: Flask) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
+        # No broadcast channel (remote control, gossip, mingle, heartbeats): on Redis these
+        # ride a pub/sub connection whose loss in the middle of a read can end the worker
+        # ("Unrecoverable error: ... 'hostname'", seen in chaos drill 3); the outbox and the
+        # sweeper need none of them.
+        worker_enable_remote_control=False,
         broker_transport_options_visibility_timeout=600,
         timezone="UTC",
         # The web tier must not hang on a dead broker: fail fast, the sweeper catches up.
@@ -67,6 +79,9 @@ def celery_init_app(app: Flask) -> Celery:
         include=["workers.tasks"],
     )
     celery_app.conf.update(app.config.get("CELERY", {}))
+    # the supervising parent (workers.supervise) sees that this worker still consumes
+    task_received.connect(_heartbeat, weak=False)
+    worker_ready.connect(_heartbeat, weak=False)
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app

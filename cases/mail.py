@@ -17,7 +17,8 @@ from cases.models import Case, EmailMessage, OutboxStatus, Role, User
 from cases.notify import Ctx, local_datetime, staff_of
 from cases.phone import mask_phone
 from cases.protocol import url_protocol
-from cases.services import open_cases_of
+from cases.services import other_open_cases
+from cases.workflow import visible_to_office
 
 log = logging.getLogger(__name__)
 MAX_TRANSCRIPT = 4000
@@ -63,11 +64,8 @@ def voice_case_email(
         return None
     category = ctx.muni.category(case.category)
     cat_name = category.name_it if category else "non classificata"
-    others = (
-        [c.protocol for c in open_cases_of(s, case.municipality, case.phone) if c.id != case.id]
-        if case.phone
-        else []
-    )
+    # only what every referent of the office may see
+    others = [c.protocol for c in other_open_cases(s, case, visible_to_office(ctx, office.code))]
     registered = local_datetime(ctx, case.registered_at)
     transcript = case.original_text[:MAX_TRANSCRIPT] or "(nessuna trascrizione)"
     lines = [

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from cases.classifier import tokens
@@ -168,12 +168,20 @@ class Similar:
 
 
 def similar_open_cases(
-    s: Session, ctx: Ctx, case: Case, *, limit: int = 8, days: int = 90
+    s: Session,
+    ctx: Ctx,
+    case: Case,
+    within: ColumnElement[bool],
+    *,
+    limit: int = 8,
+    days: int = 90,
 ) -> list[Similar]:
-    """Open cases that may report the same problem: nearby, same category, shared words."""
+    """Open cases that may report the same problem: nearby, same category, shared words;
+    among those `within` admits (the viewer's `visible_to`)."""
     candidates = s.scalars(
         select(Case)
         .where(
+            within,
             Case.municipality == case.municipality,
             Case.id != case.id,
             Case.status.in_(_OPEN),

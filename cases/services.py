@@ -31,7 +31,7 @@ from cases.notify import Ctx, notify_staff, office_queue_staff, queue_citizen_te
 from cases.phone import InvalidPhone, normalise_phone
 from cases.protocol import parse_protocol, protocol_year
 from cases.registration import write_case
-from cases.workflow import Outcome, can_view, due_for, system_step
+from cases.workflow import Outcome, can_view, due_for, system_step, visible_to
 
 MAX_TEXT = 10_000
 
@@ -298,10 +298,7 @@ class CaseFilter:
 
 
 def _visible(actor: User) -> Select[Any]:
-    q = select(Case).where(Case.municipality == actor.municipality)
-    if actor.role in (Role.REFERENT, Role.OPERATOR):
-        q = q.where(or_(Case.office == actor.office, Case.assignee_id == actor.id))
-    return q
+    return select(Case).where(visible_to(actor))
 
 
 def list_cases(
@@ -349,17 +346,25 @@ def list_cases(
     return list(rows), int(total)
 
 
-def open_cases_of(s: Session, muni: str, phone: str) -> list[Case]:
-    """A citizen's open cases, newest first."""
+def other_open_cases(
+    s: Session, case: Case, within: ColumnElement[bool], limit: int = 10
+) -> list[Case]:
+    """The same citizen's other open cases, newest first, among those `within` admits (a
+    viewer's `visible_to`, or `visible_to_office` for what an office's staff are sent)."""
+    if not case.phone:
+        return []
     return list(
         s.scalars(
             select(Case)
             .where(
-                Case.municipality == muni,
-                Case.phone == phone,
+                within,
+                Case.municipality == case.municipality,
+                Case.phone == case.phone,
+                Case.id != case.id,
                 Case.status.in_([x.value for x in OPEN_STATUSES]),
             )
             .order_by(Case.registered_at.desc())
+            .limit(limit)
         )
     )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, false, or_, select
 from sqlalchemy.orm import Session
 
 from cases.errors import Forbidden, IllegalTransition, Invalid, NotFound
@@ -411,13 +411,41 @@ def reply_preview(ctx: Ctx, case: Case, action: str, text: str) -> str:
     return render(ctx, key, case, reply=text, note=text)
 
 
+# ---------------------------------------------------------------- who sees which case
+#
+# One rule, in two forms: `can_view` for a case in hand, `visible_to` for a query. Every query
+# that lists, counts, mails or notifies about cases takes its scope from here (a test checks
+# that the two forms agree). Referents and operators see their office's cases and those they
+# hold; every other role sees its municipality's; nobody sees another municipality's.
+
+
 def can_view(actor: User, case: Case) -> bool:
-    """Office scoping: referents and operators see only their office's cases."""
+    """Whether this actor may see this case."""
     if actor.municipality != case.municipality or not actor.active:
         return False
     if actor.role in (Role.REFERENT, Role.OPERATOR):
         return case.office == actor.office or case.assignee_id == actor.id
     return True
+
+
+def visible_to(actor: User) -> ColumnElement[bool]:
+    """The cases this actor may see, as a condition on `Case` (can_view, for queries)."""
+    if not actor.active:
+        return false()
+    mine = Case.municipality == actor.municipality
+    if actor.role in (Role.REFERENT, Role.OPERATOR):
+        return and_(mine, or_(Case.office == actor.office, Case.assignee_id == actor.id))
+    return mine
+
+
+def visible_to_office(ctx: Ctx, office: str | None) -> ColumnElement[bool]:
+    """The cases every member of an office's staff may see, for what is sent to all of them
+    (an e-mail to its referents, a notification to its queue): the office's own cases; the
+    URP's staff (office None or the URP office) see the municipality's."""
+    mine = Case.municipality == ctx.muni.code
+    if office is None or office == ctx.muni.urp_office.code:
+        return mine
+    return and_(mine, Case.office == office)
 
 
 def check(actor: User, case: Case, action: str) -> Step:

@@ -63,7 +63,7 @@ from cases.services import (
     daily_register,
     list_cases,
     notifications_for,
-    open_cases_of,
+    other_open_cases,
     status_values,
     unread_notifications,
 )
@@ -75,6 +75,7 @@ from cases.workflow import (
     can_view,
     perform,
     reply_preview,
+    visible_to,
 )
 from console.i18n import translate
 from lineadiretta.dispatch import after_commit
@@ -537,11 +538,7 @@ def _query_kind(q: str) -> str:
 
 def _thread_and_more(case: Case) -> dict[str, Any]:
     s, c = db(), ctx()
-    others = (
-        [x for x in open_cases_of(s, case.municipality, case.phone) if x.id != case.id][:10]
-        if case.phone
-        else []
-    )
+    others = other_open_cases(s, case, visible_to(user()))
     actions = allowed_actions(user(), case)
     extra: dict[str, Any] = {
         "thread": queues.sms_thread(s, case),
@@ -554,7 +551,7 @@ def _thread_and_more(case: Case) -> dict[str, Any]:
     if "dispatch" in actions and case.office:
         extra["load"] = queues.operator_load(s, c, case.office)
     if "duplicate" in actions:
-        extra["similar"] = queues.similar_open_cases(s, c, case)
+        extra["similar"] = queues.similar_open_cases(s, c, case, visible_to(user()))
     if "assign" in actions:
         extra["offices"] = muni().offices
         extra["categories"] = muni().categories

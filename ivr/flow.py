@@ -36,6 +36,7 @@ from cases.services import (
     find_case,
     register_case,
 )
+from cases.workflow import visible_to_office
 from ivr.callstate import NAV_KEYS, NavCall
 from ivr.prompts import SPEECH, digits_of, prompt, spoken_date
 from lineadiretta.inputs import whole_number
@@ -424,12 +425,23 @@ def register_call_case(t: Turn, note: str = "") -> Case:
 def route_to_operators(t: Turn, case: Case, note: str = "") -> None:
     """The office's operators (URP when uncategorised) get the transcript in their queue."""
 
-    others = t.s.execute(
-        select(Case.year, Case.number)
-        .where(Case.municipality == case.municipality, Case.phone == case.phone, Case.id != case.id)
-        .order_by(Case.id.desc())
-        .limit(10)
-    ).all()
+    # the caller's other cases, those every member of the receiving queue may see
+    within = visible_to_office(t.ctx, case.office)
+    others = (
+        t.s.execute(
+            select(Case.year, Case.number)
+            .where(
+                within,
+                Case.municipality == case.municipality,
+                Case.phone == case.phone,
+                Case.id != case.id,
+            )
+            .order_by(Case.id.desc())
+            .limit(10)
+        ).all()
+        if case.phone
+        else []
+    )
     recording = next((a.source_url for a in case.attachments if a.kind == "recording"), None)
     data = {
         "transcript": case.original_text,

@@ -174,8 +174,15 @@ def test_a_voice_call_to_an_office_that_asks_for_it_e_mails_its_referents(
         for name, email in (("ref1", "anna@comune.example.it"), ("ref2", None)):
             u, _ = create_user(s, ctx, name, "referent", office)
             u.email = email
-        earlier = register_case(s, ctx, channel="sms", phone=CALLER, text="altra questione")
+        earlier = register_case(
+            s, ctx, channel="sms", phone=CALLER, text="altra questione", category=cat.code
+        )
         earlier_protocol = earlier.protocol
+        # the caller's case at another office: not the referents' to see, so not in the mail
+        elsewhere = register_case(
+            s, ctx, channel="sms", phone=CALLER, text="questione riservata", category="sociale"
+        )
+        elsewhere_protocol = elsewhere.protocol
     codes = [c.code for c in muni.categories if c.code != "altro"]
     idx = codes.index(cat.code)
     keys = ["1"] + ["9"] * (idx // 8) + [str(idx % 8 + 1)]
@@ -203,6 +210,7 @@ def test_a_voice_call_to_an_office_that_asks_for_it_e_mails_its_referents(
     assert "\r\n" not in msg["Subject"]
     for part in ("il cassonetto di via Manin", case.protocol, earlier_protocol, "+39*******567"):
         assert part in body
+    assert elsewhere_protocol not in body
     assert f"https://comune.example.it/console/cases/{case.year}-{case.number:07d}" in body
     assert "Registrazione: " in body  # the link, or a pointer to the console until it is ready
     for where in (msg["Subject"], body):

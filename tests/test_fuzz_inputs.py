@@ -11,6 +11,7 @@ examples instead of the fixed ones CI runs."""
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from cases.notify import Ctx
 from lineadiretta.app import runtime
 from tests.conftest import PUBLIC, TWILIO_TOKEN, Staff, signed_post
 from tests.fuzzing import assert_whole, seed_cases
+from tests.test_console import Browser, team  # noqa: F401 (a fixture)
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 # CI runs the same examples every time (a failure there is a regression, reproducible);
@@ -412,3 +414,57 @@ def test_what_the_fuzzers_found(
     signed_post(client, "/ivr/confirm/6", {"CallSid": CALL, "Digits": "2"})
     twiml_or_refusal(signed_post(client, "/ivr/confirm/7", {"CallSid": CALL, "Digits": "5"}))
     assert_whole(app)
+
+
+# -------------------------------------------------------------------- the console's forms
+
+console_fields = st.sampled_from(
+    ["office", "category", "operator", "text", "note", "reply", "reason", "of", "public",
+     "current", "new", "confirm", "lang", "next", "id", "name", "body", "language", "title",
+     "municipality", "username", "password", "action", "step"]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("who", ["urp", "op", "boss"])
+def test_the_consoles_forms_answer_anything_without_a_5xx(
+    app: Flask,
+    muni: Municipality,
+    team: dict[str, Any],  # noqa: F811
+    who: str,
+) -> None:
+    """Every POST route of the console (from the URL map), as a logged-in member of staff
+    with a valid CSRF token, with random fields: a 4xx or a redirect, never a 5xx."""
+    protocols = [p.replace("/", "-") for p in seed_cases(app, muni)]
+    rules = [
+        r
+        for r in app.url_map.iter_rules()
+        if r.endpoint.startswith("console.")
+        and "POST" in (r.methods or ())
+        and r.endpoint not in ("console.login", "console.logout")
+    ]
+    b = Browser(app)
+    assert b.login(who).status_code == 302
+
+    @given(
+        rule=st.sampled_from(rules),
+        protocol=st.sampled_from([*protocols, "2026-9999999"]),
+        arg=st.one_of(st.sampled_from(["1", "2", "note", "assign", "take"]), any_text),
+        form=st.lists(st.tuples(st.one_of(console_fields, any_text), values()), max_size=8),
+    )
+    @FUZZ
+    def fuzz(rule: Any, protocol: str, arg: str, form: list[tuple[str, str]]) -> None:
+        given_args = {n: (protocol if n == "protocol" else arg) for n in rule.arguments}
+        if any(c in v for v in given_args.values() for c in "/?#") or any(
+            v in (".", "..", "") for v in given_args.values()
+        ):
+            return
+        path = re.sub(
+            r"<(?:[^:>]+:)?([^>]+)>",
+            lambda m: quote(given_args[m.group(1)], safe=""),
+            rule.rule,
+        )
+        r = b.post(path, dict(form))
+        assert r.status_code < 500, (path, r.status_code, r.get_data(as_text=True)[:300])
+        assert_whole(app)
+
+    fuzz()

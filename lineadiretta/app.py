@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from cases.clock import utcnow
 from cases.config import Config, ConfigError, load_config
 from cases.db import default_database_url, make_engine, make_sessionmaker
+from lineadiretta.settings import load_settings
 
 log = logging.getLogger(__name__)
 SMTP_KEYS = ("SMTP_URL", "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_FROM")
@@ -49,29 +50,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from lineadiretta.inputs import IdConverter
 
     app.url_map.converters["int"] = IdConverter  # before any route is added
+    settings = load_settings(os.environ)  # a bad value stops here, naming its variable
+    values = settings.model_dump()
+    values["EXTRA_TRUSTED_HOSTS"] = list(values.pop("TRUSTED_HOSTS"))
+    app.config.from_mapping(values)
     app.config.from_mapping(
-        SECRET_KEY=os.environ.get("SECRET_KEY"),
-        DATABASE_URL=os.environ.get("DATABASE_URL"),
-        REDIS_URL=os.environ.get("REDIS_URL") or None,
-        PUBLIC_BASE_URL=os.environ.get("PUBLIC_BASE_URL") or None,
-        CONFIG_PATH=os.environ.get("LINEADIRETTA_CONFIG", "config.toml"),
-        TWILIO_ACCOUNT_SID=os.environ.get("TWILIO_ACCOUNT_SID") or None,
-        TWILIO_AUTH_TOKEN=os.environ.get("TWILIO_AUTH_TOKEN") or None,
-        TWILIO_API_BASE_URL=os.environ.get("TWILIO_API_BASE_URL") or None,
-        # how long a claimed text may stay unrecorded before the sweeper reconciles it
-        SMS_CLAIM_TIMEOUT_SECONDS=int(os.environ.get("SMS_CLAIM_TIMEOUT_SECONDS", "120")),
-        SMS_REQUEUE_SECONDS=int(os.environ.get("SMS_REQUEUE_SECONDS", "60")),
-        TRANSCRIBER=os.environ.get("TRANSCRIBER") or None,
-        SWEEP_EVERY_SECONDS=float(os.environ.get("SWEEP_EVERY_SECONDS", "10")),
-        # how many reverse proxies stand in front (their X-Forwarded-* headers are trusted)
-        PROXY_HOPS=int(os.environ.get("PROXY_HOPS", "0")),
-        CONSOLE_LOGINS_PER_MINUTE=float(os.environ.get("CONSOLE_LOGINS_PER_MINUTE", "10")),
-        OPEN311_POSTS_PER_MINUTE=float(os.environ.get("OPEN311_POSTS_PER_MINUTE", "30")),
-        # calls' navigation state: this Redis, else REDIS_URL's (see ivr.views)
-        IVR_REDIS_URL=os.environ.get("IVR_REDIS_URL") or None,
-        IVR_REDIS_PREFIX=os.environ.get("IVR_REDIS_PREFIX") or None,
-        # this host's spool: contacts kept while the register is away (see lineadiretta.spool)
-        SPOOL_PATH=os.environ.get("SPOOL_PATH") or None,
         # the web process drains the spool in a thread; tests drive the drainer themselves
         SPOOL_DRAIN_THREAD=True,
         LD_CONFIG=None,
@@ -249,13 +232,8 @@ def _public_address(app: Flask) -> None:
         raise ConfigError(f"PUBLIC_BASE_URL must be an http(s) URL, not {public!r}")
     app.config["PUBLIC_BASE_URL"] = public
     if app.config.get("TRUSTED_HOSTS") is None:
-        extra = os.environ.get("TRUSTED_HOSTS", "")
-        app.config["TRUSTED_HOSTS"] = [
-            parts.hostname,
-            "localhost",
-            "127.0.0.1",
-            *(h.strip() for h in extra.split(",") if h.strip()),
-        ]
+        extra = app.config.get("EXTRA_TRUSTED_HOSTS") or []
+        app.config["TRUSTED_HOSTS"] = [parts.hostname, "localhost", "127.0.0.1", *extra]
 
     @app.before_request
     def _known_host() -> None:

@@ -177,7 +177,7 @@ def worker(concurrency: int, beat: bool, loglevel: str) -> None:
     from workers.supervise import supervise
 
     args = [f"--concurrency={concurrency}", f"--loglevel={loglevel}"] + (["--beat"] if beat else [])
-    sys.exit(supervise(args, app.config.get("REDIS_URL")))
+    sys.exit(supervise(args, app.config["REDIS_URL"], app.config["WORKER_STUCK_SECONDS"]))
 
 
 @main.command("celery-worker", hidden=True)

@@ -68,11 +68,11 @@ def celery_init_app(app: Flask) -> Celery:
         beat_schedule={
             "sweep-outbox": {
                 "task": "workers.tasks.sweep_outbox",
-                "schedule": timedelta(seconds=app.config.get("SWEEP_EVERY_SECONDS", 10)),
+                "schedule": timedelta(seconds=app.config["SWEEP_EVERY_SECONDS"]),
             },
             "flag-overdue": {
                 "task": "workers.tasks.flag_overdue",
-                "schedule": timedelta(minutes=app.config.get("OVERDUE_EVERY_MINUTES", 15)),
+                "schedule": timedelta(minutes=app.config["OVERDUE_EVERY_MINUTES"]),
             },
         },
         beat_schedule_filename=os.path.join(app.instance_path, "celerybeat-schedule"),

@@ -164,7 +164,6 @@ class Supervisor:
             self.heartbeat.unlink(missing_ok=True)
 
 
-def supervise(celery_args: list[str], redis_url: str | None) -> int:
-    stuck_after = float(os.environ.get("WORKER_STUCK_SECONDS", "120"))
+def supervise(celery_args: list[str], redis_url: str | None, stuck_after: float) -> int:
     command = [sys.executable, "-m", "lineadiretta.cli", "celery-worker", *celery_args]
     return Supervisor(command, redis_url=redis_url, stuck_after=stuck_after).run()

@@ -78,8 +78,8 @@ def sender() -> Sender:
             limiter=limiter,
             callback_base=rt.public_base_url,
             clock=utcnow,
-            claim_timeout=timedelta(seconds=app.config.get("SMS_CLAIM_TIMEOUT_SECONDS", 120)),
-            requeue_after=timedelta(seconds=app.config.get("SMS_REQUEUE_SECONDS", 60)),
+            claim_timeout=timedelta(seconds=app.config["SMS_CLAIM_TIMEOUT_SECONDS"]),
+            requeue_after=timedelta(seconds=app.config["SMS_REQUEUE_SECONDS"]),
         )
         app.extensions["sms_sender"] = cached
     return cached

@@ -1,0 +1,57 @@
+"""Settings from the environment: declared once (lineadiretta.settings), read strictly."""
+
+from __future__ import annotations
+
+import pytest
+
+from cases.config import ConfigError
+from lineadiretta.settings import load_settings
+from sms.outbound import CLAIM_TIMEOUT
+
+
+def test_unset_or_empty_means_the_default() -> None:
+    s = load_settings({"SMS_REQUEUE_SECONDS": "", "REDIS_URL": "  "})
+    assert s.SMS_REQUEUE_SECONDS == 60 and s.REDIS_URL is None
+    assert CLAIM_TIMEOUT.total_seconds() == s.SMS_CLAIM_TIMEOUT_SECONDS  # one default
+    assert s.OVERDUE_EVERY_MINUTES == 15 and s.OPEN311_ALLOW_PRIVATE_MEDIA is False
+    assert s.CONFIG_PATH == "config.toml"
+
+
+def test_values_are_parsed_to_their_types() -> None:
+    s = load_settings(
+        {
+            "PROXY_HOPS": "2",
+            "OPEN311_ALLOW_PRIVATE_MEDIA": "true",
+            "TRUSTED_HOSTS": "lb.example.it, 10.0.0.5",
+            "LINEADIRETTA_CONFIG": "/etc/ld.toml",
+            "WORKER_STUCK_SECONDS": "15",
+        }
+    )
+    assert s.PROXY_HOPS == 2 and s.OPEN311_ALLOW_PRIVATE_MEDIA is True
+    assert s.TRUSTED_HOSTS == ("lb.example.it", "10.0.0.5")
+    assert s.CONFIG_PATH == "/etc/ld.toml" and s.WORKER_STUCK_SECONDS == 15
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SMS_CLAIM_TIMEOUT_SECONDS", "two minutes"),
+        ("SMS_CLAIM_TIMEOUT_SECONDS", "5"),
+        ("PROXY_HOPS", "-1"),
+        ("SWEEP_EVERY_SECONDS", "0"),
+        ("CONSOLE_LOGINS_PER_MINUTE", "lots"),
+        ("OPEN311_ALLOW_PRIVATE_MEDIA", "perhaps"),
+        ("OVERDUE_EVERY_MINUTES", "nan"),
+    ],
+)
+def test_a_bad_value_stops_start_up_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+
+
+def test_the_app_does_not_start_with_a_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lineadiretta.app import create_app
+
+    monkeypatch.setenv("SMS_REQUEUE_SECONDS", "sixty")
+    with pytest.raises(ConfigError, match="SMS_REQUEUE_SECONDS='sixty'"):
+        create_app({"SECRET_KEY": "t", "PUBLIC_BASE_URL": "https://comune.example.it"})

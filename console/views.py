@@ -675,13 +675,13 @@ def attachment(aid: int) -> Any:
     if att.kind == "recording" and att.state == "available":
         import requests
 
-        from sms.provider import SendError, provider_from_config
+        from lineadiretta.app import provider
+        from sms.provider import SendError
 
         # Recordings stay with the provider; staff hear them through us, fetched with the
         # account's credentials (Twilio serves WAV at the bare URL, which browsers play).
         try:
-            provider = provider_from_config(current_app.config)
-            data, ctype = provider.fetch_media(att.source_url, 50_000_000)
+            data, ctype = provider(current_app).fetch_media(att.source_url, 50_000_000)
         except (SendError, requests.RequestException) as exc:
             log.warning("recording %d of case %s unavailable: %s", aid, case.protocol, exc)
             abort(502, "the provider did not return the recording")

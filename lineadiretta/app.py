@@ -18,6 +18,7 @@ from cases.clock import utcnow
 from cases.config import Config, ConfigError, load_config
 from cases.db import default_database_url, make_engine, make_sessionmaker
 from lineadiretta.settings import load_settings
+from sms.provider import SmsProvider, provider_from_config
 
 log = logging.getLogger(__name__)
 SMTP_KEYS = ("SMTP_URL", "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_FROM")
@@ -32,6 +33,16 @@ class Runtime:
     sessions: sessionmaker[Session]
     public_base_url: str | None
     redis_url: str | None
+
+
+def provider(app: Flask) -> SmsProvider:
+    """The process's one client of the provider (texts, media, recordings), built on first
+    use from the app's settings and shared by its threads (its HTTP client keeps what it
+    records per thread)."""
+    client: SmsProvider | None = app.extensions.get("provider")
+    if client is None:
+        client = app.extensions["provider"] = provider_from_config(app.config)
+    return client
 
 
 def runtime(app: Flask) -> Runtime:

@@ -36,10 +36,10 @@ def _reply(text: str | None) -> Any:
 
 
 def _bad(status: int, message: str) -> Any:
+    """A refusal: said in the log, answered with an empty document (the provider shows
+    nobody the body, and a sender's text has no place in it)."""
     log.warning("sms %s -> %d: %s", request.path, status, message)
-    return twiml(
-        f'<?xml version="1.0" encoding="UTF-8"?><Response><!-- {message} --></Response>', status
-    )
+    return twiml(str(MessagingResponse()), status)
 
 
 def _media() -> list[tuple[str, str]]:
@@ -158,10 +158,10 @@ def status() -> Any:
         # the provider does not call twice: kept, and applied when the register is back
         payload = {"sid": sid, "state": state, "error": error, "outbox_id": oid}
         keep_while_away("status", f"{sid}:{state}", "", payload)
-        return twiml("<Response/>")
+        return _reply(None)
     if row is None:
         log.info("sms status for unknown message %s (%s): ignored", sid, state)
-    return twiml("<Response/>")
+    return _reply(None)
 
 
 def apply_spooled_status(app: Flask, item: SpoolItem) -> None:

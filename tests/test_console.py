@@ -528,6 +528,7 @@ def test_the_recording_plays_through_the_console_with_the_account_credentials(
         assert r.status_code == 200 and r.data == wav and r.mimetype == "audio/wav"
         # the provider refusing (wrong credentials) is a 502 for this request, not a 500
         app.config["TWILIO_AUTH_TOKEN"] = "wrong"
+        app.extensions.pop("provider")  # the process's one client, as a restart would rebuild it
         assert urp.get(f"/console/attachments/{aid}").status_code == 502
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from cases.config import ConfigError
@@ -55,3 +57,20 @@ def test_the_app_does_not_start_with_a_bad_value(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("SMS_REQUEUE_SECONDS", "sixty")
     with pytest.raises(ConfigError, match="SMS_REQUEUE_SECONDS='sixty'"):
         create_app({"SECRET_KEY": "t", "PUBLIC_BASE_URL": "https://comune.example.it"})
+
+
+def test_one_provider_client_per_process_and_twiml_from_the_builder(app: Any) -> None:
+    """Problem 7: the provider's client is built once (the worker's sender and the console's
+    recordings share it), and the SMS webhook's refusals are built, not written by hand."""
+    import xml.etree.ElementTree as ET
+
+    from lineadiretta.app import provider
+    from tests.conftest import signed_post
+    from workers.tasks import sender
+
+    with app.app_context():
+        assert sender().provider is provider(app) is provider(app)
+    form = {"MessageSid": "SM" + "5" * 32, "From": "+393331234567", "To": "+39---->", "Body": "x"}
+    r = signed_post(app.test_client(), "/sms/inbound", form)
+    assert r.status_code == 404
+    assert ET.fromstring(r.get_data()).tag == "Response" and b"--" not in r.get_data()

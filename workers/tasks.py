@@ -22,7 +22,7 @@ from cases.services import flag_overdue as flag_overdue_cases
 from cases.services import take_lease
 from cases.workflow import Outcome, system_step
 from sms.outbound import Sender
-from sms.provider import SendError, provider_from_config
+from sms.provider import SendError
 from sms.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from workers.mailer import EmailSender, mail_sender, transport_from_config
 
@@ -60,7 +60,7 @@ def flag_overdue(self: object) -> int:
 
 def sender() -> Sender:
     """The worker process's sender: provider client, limiter and DB, built once."""
-    from lineadiretta.app import runtime
+    from lineadiretta.app import provider, runtime
 
     app = current_app
     cached = app.extensions.get("sms_sender")
@@ -74,7 +74,7 @@ def sender() -> Sender:
         cached = Sender(
             sessions=rt.sessions,
             config=rt.config,
-            provider=provider_from_config(app.config),
+            provider=provider(app),
             limiter=limiter,
             callback_base=rt.public_base_url,
             clock=utcnow,

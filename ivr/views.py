@@ -70,6 +70,34 @@ def _store() -> CallStore | None:
     return store
 
 
+def _from_redis(
+    sid: str, step: str, digest: str
+) -> tuple[CallStore | None, Snapshot | None, str | None]:
+    """(the store, None while Redis is away; the call's snapshot; the answer already given to
+    this very request), in one round trip."""
+    store = _store()
+    if store is None:
+        return None, None, None
+    try:
+        snap, answer = store.load(sid, step, digest)
+    except StoreDown:
+        return None, None, None
+    return store, snap, answer
+
+
+def _nav_call(sid: str, snap: Snapshot, turn: int) -> NavCall:
+    """The call as its snapshot has it, one turn on from `turn` (or the snapshot's own)."""
+    return NavCall(
+        call_sid=sid,
+        municipality=snap.municipality,
+        from_phone=snap.from_phone,
+        to_phone=snap.to_phone,
+        language=snap.language,
+        case_id=snap.case_id,
+        state={**snap.state, "turn": max(snap.turn, turn) + 1},
+    )
+
+
 def _snapshot(call: Call | NavCall) -> Snapshot:
     return Snapshot(
         call.municipality, call.from_phone, call.to_phone, call.language, call.case_id, call.state
@@ -110,19 +138,12 @@ def _run_step(
     if not sid or len(sid) > 64:
         return _bad(400, "CallSid is required")
     digest = _request_hash(step, form)
-    store = _store()
-    snap: Snapshot | None = None
-    if store is not None:
-        try:
-            snap, answer = store.load(sid, step, digest)
-        except StoreDown:
-            store = None
-        else:
-            if answer is not None:
-                log.info("call %s: %s repeated by the provider, same answer", sid, step)
-                return twiml(answer)
-            if snap is not None and snap.turn < turn_no:
-                snap = None  # Redis missed a later step: the database row is newer
+    store, snap, answer = _from_redis(sid, step, digest)
+    if answer is not None:
+        log.info("call %s: %s repeated by the provider, same answer", sid, step)
+        return twiml(answer)
+    if snap is not None and snap.turn < turn_no:
+        snap = None  # Redis missed a later step: the database row is newer
     if store is not None and snap is not None and step.partition("/")[0] in NAVIGATION_STEPS:
         try:
             return _navigate(store, sid, step, digest, handler, snap, form)
@@ -155,15 +176,7 @@ def _navigate(
     form: MultiDict[str, str],
 ) -> Any:
     """A menu step on the Redis snapshot: no row lock, no transaction, one write to Redis."""
-    call = NavCall(
-        call_sid=sid,
-        municipality=snap.municipality,
-        from_phone=snap.from_phone,
-        to_phone=snap.to_phone,
-        language=snap.language,
-        case_id=snap.case_id,
-        state={**snap.state, "turn": snap.turn + 1},
-    )
+    call = _nav_call(sid, snap, snap.turn)
     muni = runtime(current_app).config.get(call.municipality)
     turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=form, navigation_only=True)
     try:
@@ -308,16 +321,9 @@ def _while_away(
     sid = form.get("CallSid", "")
     digest = _request_hash(step, form)
     kind = step.partition("/")[0]
-    store = _store()
-    snap: Snapshot | None = None
-    if store is not None:
-        try:
-            snap, answer = store.load(sid, step, digest)
-        except StoreDown:
-            store = None
-        else:
-            if answer is not None:
-                return twiml(answer)
+    store, snap, answer = _from_redis(sid, step, digest)
+    if answer is not None:
+        return twiml(answer)
     if kind in ("status", "recording"):
         # the provider calls once: kept, to be applied to the call's row
         what = kind if kind == "status" else f"recording:{form.get('RecordingSid', '')}"
@@ -342,15 +348,7 @@ def _while_away(
     if store is None or snap is None:
         log.error("call %s: %s with the register away and no call state: call again", sid, step)
         return _sorry(muni)
-    call = NavCall(
-        call_sid=sid,
-        municipality=snap.municipality,
-        from_phone=snap.from_phone,
-        to_phone=snap.to_phone,
-        language=snap.language,
-        case_id=snap.case_id,
-        state={**snap.state, "turn": max(snap.turn, turn_no) + 1},
-    )
+    call = _nav_call(sid, snap, turn_no)
     muni = runtime(current_app).config.get(call.municipality)
 
     def keep(t: flow.Turn) -> None:

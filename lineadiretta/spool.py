@@ -86,11 +86,7 @@ class Spool:
         if not self._ready:
             with self._lock:
                 if not self._ready:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    with closing(sqlite3.connect(self.path, timeout=30)) as conn:
-                        conn.execute("PRAGMA journal_mode=WAL")
-                        conn.executescript(_SCHEMA)
-                        conn.commit()
+                    self._set_up()
                     self._ready = True
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
@@ -101,6 +97,22 @@ class Spool:
             yield conn
         finally:
             conn.close()
+
+    def _set_up(self) -> None:
+        """Create the file in WAL mode with its tables, once per process. The host's web
+        processes may all do it at the same moment (the first contact after a cut reaches
+        each of them); switching the journal mode is refused at once, without waiting, to a
+        connection racing another, so the set-up is taken in turns under a file lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.setup.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with closing(sqlite3.connect(self.path, timeout=30)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+                conn.commit()
+        finally:
+            os.close(fd)  # releases the lock
 
     def append(
         self,

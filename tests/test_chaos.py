@@ -106,6 +106,12 @@ class Load:
                 self.sent += 1
 
 
+def _tracebacks(log: str) -> str:
+    """The web service's tracebacks, for a drill's failure message."""
+    found = log.split("Traceback (most recent call last):")[1:]
+    return "\n---\n".join(f[-2500:] for f in found[-3:]) or log[-3000:]
+
+
 def _report(name: str, did: str, **figures: Any) -> None:
     line = " ".join(f"{k}={v}" for k, v in figures.items())
     sys.__stdout__.write(f"\n[drill] {name}: {did}\n[drill] {name}: {line}\n")
@@ -280,7 +286,8 @@ def test_twenty_calls_walk_the_menu_while_postgresql_is_away(
         duplicated=duplicated,
         gaps=gaps,
     )
-    assert errors == Counter() and heard == calls
+    failed = [(path, status) for log in logs for path, _, status in log.requests if status != 200]
+    assert errors == Counter() and heard == calls, (failed, _tracebacks(st.log("web")))
     assert depth == 3 * calls
     assert (lost, duplicated, gaps) == (0, 0, 0)
     assert sorted(by_phone) == sorted(caller(i) for i in range(calls))

@@ -13,6 +13,7 @@ import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from lineadiretta.spool import MAX_ATTEMPTS, Drainer, Spool, SpoolItem
 from tests.conftest import ROOT
@@ -210,3 +211,35 @@ def test_the_host_remembers_what_it_needs_while_the_register_is_away(tmp_path: P
     spool.remember("open311-key", "abc", "valfiorita")
     assert spool.recall("open311-key", "abc") == "valfiorita"
     assert spool.stats(T0).depth == 0  # notes are not items
+
+
+def _first_append(path: str, i: int, start: Any, out: Any) -> None:
+    start.wait()
+    try:
+        Spool(path).append("call", f"CA{i}", "monteverde", {"i": i}, T0)
+        out.put(None)
+    except Exception as exc:
+        out.put(repr(exc))
+
+
+def test_the_host_s_processes_all_appending_first_to_a_new_spool_keep_every_item(
+    tmp_path: Path,
+) -> None:
+    """After a cut the first contact reaches every web process of the host at once: each sets
+    the new file up (WAL mode, tables) and appends. None is refused (SQLite refuses a racing
+    journal-mode switch at once, without waiting: the set-up takes turns under a file lock)."""
+    fork = multiprocessing.get_context("fork")
+    procs = 6
+    for round_no in range(15):
+        path = str(tmp_path / f"spool{round_no}.sqlite3")
+        start, out = fork.Barrier(procs), fork.Queue()
+        workers = [
+            fork.Process(target=_first_append, args=(path, i, start, out)) for i in range(procs)
+        ]
+        for w in workers:
+            w.start()
+        errors = [out.get(timeout=30) for _ in workers]
+        for w in workers:
+            w.join(30)
+        assert [e for e in errors if e] == [], f"round {round_no}"
+        assert sorted(i.key for i in Spool(path).pending()) == [f"CA{i}" for i in range(procs)]

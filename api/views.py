@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from api.openapi import spec
 from api.serialize import case_json, notification_json
+from cases.clock import utcnow
 from cases.errors import Forbidden, Invalid, NotFound
-from cases.models import Channel, Role, User
+from cases.models import Channel, Role, StaffNotification, User
 from cases.services import (
     CaseFilter,
     case_for,
@@ -21,9 +22,10 @@ from cases.services import (
     user_by_token,
 )
 from cases.workflow import perform
-from lineadiretta.dispatch import after_commit
-from lineadiretta.inputs import whole_number
-from lineadiretta.web import ctx_for, date_arg, db, install_error_handlers, json_body
+from infra.dispatch import after_commit
+from infra.inputs import whole_number
+from infra.runtime import runtime
+from infra.web import ctx_for, date_arg, db, install_error_handlers, json_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -60,10 +62,8 @@ def _user() -> User:
 
 
 def _ctx() -> Any:
-    from lineadiretta.app import runtime
-
     u = _user()
-    return ctx_for(runtime(current_app).config.get(u.municipality))
+    return ctx_for(runtime().config.get(u.municipality))
 
 
 def _int(name: str, default: int, lo: int, hi: int) -> int:
@@ -187,9 +187,6 @@ def notifications() -> Any:
 
 @bp.post("/notifications/<int:nid>/read")
 def notification_read(nid: int) -> Any:
-    from cases.clock import utcnow
-    from cases.models import StaffNotification
-
     s = db()
     n = s.get(StaffNotification, nid)
     if n is None or n.user_id != _user().id:

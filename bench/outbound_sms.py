@@ -185,9 +185,9 @@ def _child(
     else:
         from cases.clock import utcnow
         from cases.db import make_engine, make_sessionmaker
+        from infra.provider import TwilioProvider
+        from infra.ratelimit import LocalLimiter, RedisLimiter
         from sms.outbound import Sender
-        from sms.provider import TwilioProvider
-        from sms.ratelimit import LocalLimiter, RedisLimiter
 
         engine = make_engine(url)
         sessions = make_sessionmaker(engine)
@@ -414,9 +414,9 @@ def anatomy(url: str, base_url: str, n: int) -> tuple[list[tuple[str, float, flo
     """Send n rows with one Sender in this thread, timing each step (wall and CPU ms/message)."""
     from cases.clock import utcnow
     from cases.db import make_engine, make_sessionmaker
+    from infra.provider import TwilioProvider
+    from infra.ratelimit import LocalLimiter
     from sms.outbound import Sender
-    from sms.provider import TwilioProvider
-    from sms.ratelimit import LocalLimiter
 
     acc: dict[str, list[float]] = {}
     calls: Counter[str] = Counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -10,7 +11,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import exc as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -131,8 +134,6 @@ class DirectConnections:
         self._open: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _connection(self, fresh: bool = False) -> Any:
-        import psycopg
-
         conn = getattr(self._local, "conn", None)
         if fresh or conn is None or conn.closed or self._local.pid != os.getpid():
             conn = psycopg.connect(
@@ -150,7 +151,6 @@ class DirectConnections:
         does no harm: the second run is refused by a unique key, say), a statement that failed
         with its connection is sent once more on a new one: the connection may have been
         closed by the server while it was idle (a restart, a fail-over)."""
-        import psycopg
 
         conn = self._connection()
         try:
@@ -193,10 +193,6 @@ def database_away(exc: BaseException) -> bool:
     a timeout, a server shutting down or starting, a read-only standby after a fail-over, a
     serialisation failure, a locked SQLite file): the same work may succeed later. Any other
     error belongs to the work itself."""
-    import sqlite3
-
-    import psycopg
-    from sqlalchemy import exc as sa
 
     if isinstance(exc, sa.TimeoutError):  # no pooled connection came free in time
         return True

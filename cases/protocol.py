@@ -6,12 +6,12 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cases.errors import Invalid
-from cases.models import ProtocolCounter
+from cases.models import Case, ProtocolCounter
 
 # Built once (statement construction costs more than its execution's Python side).
 _INCREMENT = (
@@ -79,3 +79,15 @@ def parse_protocol(text: str, default_year: int | None = None) -> tuple[int, int
 def url_protocol(year: int, number: int) -> str:
     """The form used in URLs: 2026-0000123."""
     return f"{year}-{number:07d}"
+
+
+def case_by_number(
+    s: Session, municipality: str, year: int, number: int, *, lock: bool = False
+) -> Case | None:
+    """The municipality's case registered as number/year, if any."""
+    q = select(Case).where(
+        Case.municipality == municipality, Case.year == year, Case.number == number
+    )
+    if lock:
+        q = q.with_for_update(of=Case)
+    return s.scalar(q)

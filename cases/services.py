@@ -29,7 +29,7 @@ from cases.models import (
 )
 from cases.notify import Ctx, notify_staff, office_queue_staff, queue_citizen_text, staff_of
 from cases.phone import InvalidPhone, normalise_phone
-from cases.protocol import parse_protocol, protocol_year
+from cases.protocol import case_by_number, parse_protocol, protocol_year
 from cases.registration import write_case
 from cases.workflow import Outcome, can_view, due_for, system_step, visible_to
 
@@ -255,18 +255,6 @@ def latest_open_case_query(
         .order_by(Case.updated_at.desc(), Case.id.desc())
         .limit(1)
     )
-
-
-def case_by_number(
-    s: Session, municipality: str, year: int, number: int, *, lock: bool = False
-) -> Case | None:
-    """The municipality's case registered as number/year, if any."""
-    q = select(Case).where(
-        Case.municipality == municipality, Case.year == year, Case.number == number
-    )
-    if lock:
-        q = q.with_for_update(of=Case)
-    return s.scalar(q)
 
 
 def find_case(s: Session, ctx: Ctx, protocol: str, *, lock: bool = False) -> Case | None:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from cases.errors import Forbidden, IllegalTransition, Invalid, NotFound
 from cases.models import OPEN_STATUSES, Case, CaseEvent, Role, Status, User
 from cases.notify import Ctx, notify_staff, queue_citizen_text, render, staff_of
+from cases.protocol import case_by_number, parse_protocol, protocol_year
 
 SYSTEM = "sistema"
 ALL_POWERFUL = frozenset({Role.SUPERVISOR, Role.ADMIN})
@@ -244,10 +245,9 @@ def _reopen(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str
 def _duplicate(
     s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]
 ) -> Outcome:
-    from cases.services import find_case  # the lookup lives with the other queries
-
     of = _text(body, "of", limit=20)
-    master = find_case(s, ctx, of)
+    year, number = parse_protocol(of, protocol_year(ctx.now, ctx.muni.tz))
+    master = case_by_number(s, ctx.muni.code, year, number)
     if master is None:
         raise NotFound(f"no case {of}")
     if master.id == case.id:

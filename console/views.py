@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 from flask import (
     Blueprint,
     Response,
@@ -67,6 +68,8 @@ from cases.services import (
     status_values,
     unread_notifications,
 )
+from cases.stats import dashboard as compute
+from cases.stats import to_csv
 from cases.tracking import LANGUAGES
 from cases.workflow import (
     STEPS,
@@ -78,9 +81,11 @@ from cases.workflow import (
     visible_to,
 )
 from console.i18n import translate
-from lineadiretta.dispatch import after_commit
-from lineadiretta.inputs import whole_number
-from lineadiretta.web import (
+from infra.dispatch import after_commit
+from infra.inputs import whole_number
+from infra.provider import SendError
+from infra.runtime import runtime
+from infra.web import (
     ctx_for,
     date_arg,
     db,
@@ -88,6 +93,7 @@ from lineadiretta.web import (
     install_error_handlers,
     over_limit,
 )
+from sms.gsm import is_gsm7, segments
 
 log = logging.getLogger(__name__)
 bp = Blueprint(
@@ -128,9 +134,7 @@ def policy() -> SessionPolicy:
 
 
 def _config() -> Any:
-    from lineadiretta.app import runtime
-
-    return runtime(current_app).config
+    return runtime().config
 
 
 def user() -> User:
@@ -188,7 +192,7 @@ def _inject() -> dict[str, Any]:
 def _spooled() -> Any:
     """This host's spool, for the banner that tells staff contacts are waiting for a number."""
     try:
-        return current_app.extensions["spool"].stats(utcnow())
+        return runtime().spool.stats(utcnow())
     except Exception as exc:  # the banner must never break a page
         log.warning("console: spool unreadable: %s", exc.__class__.__name__)
         return None
@@ -393,8 +397,6 @@ def home() -> Any:
 
 
 def _csv_response(cases: list[Case], filename: str) -> Response:
-    from cases.stats import to_csv
-
     tz, now = muni().tz, utcnow()
     columns = [
         "protocol",
@@ -639,7 +641,6 @@ def case_visible(case: Case) -> bool:
 @bp.post("/cases/<protocol>/preview")
 def preview(protocol: str) -> Any:
     """The SMS the citizen would get for this reply, and how many segments it costs."""
-    from sms.gsm import is_gsm7, segments
 
     s, c, u = db(), ctx(), user()
     case = case_for(s, c, u, protocol)
@@ -673,15 +674,10 @@ def attachment(aid: int) -> Any:
             raise NotFound(f"attachment {aid} is not stored here")
         return send_file(path, mimetype=att.content_type or "application/octet-stream")
     if att.kind == "recording" and att.state == "available":
-        import requests
-
-        from lineadiretta.app import provider
-        from sms.provider import SendError
-
         # Recordings stay with the provider; staff hear them through us, fetched with the
         # account's credentials (Twilio serves WAV at the bare URL, which browsers play).
         try:
-            data, ctype = provider(current_app).fetch_media(att.source_url, 50_000_000)
+            data, ctype = runtime().provider.fetch_media(att.source_url, 50_000_000)
         except (SendError, requests.RequestException) as exc:
             log.warning("recording %d of case %s unavailable: %s", aid, case.protocol, exc)
             abort(502, "the provider did not return the recording")
@@ -819,8 +815,6 @@ def answer_update(aid: int) -> Any:
 
 @bp.get("/dashboard")
 def dashboard() -> Any:
-    from cases.stats import dashboard as compute
-
     queues.require_role(user(), queues.STATS_ROLES, "statistics are for supervisors")
     tz = muni().tz
     today = utcnow().astimezone(tz).date()
@@ -837,8 +831,6 @@ def dashboard() -> Any:
 
 
 def _dashboard_csv(data: Any) -> Response:
-    from cases.stats import to_csv
-
     tz = muni().tz
     rows = [
         [o.protocol, o.office or "", o.holder, o.days_overdue, o.due_at.astimezone(tz).date()]
@@ -853,8 +845,6 @@ def _dashboard_csv(data: Any) -> Response:
 
 @bp.get("/register")
 def register_download() -> Any:
-    from cases.stats import to_csv
-
     queues.require_role(
         user(), queues.REGISTER_ROLES, "the daily register is for URP staff and supervisors"
     )

@@ -37,9 +37,9 @@ from cases.services import (
     register_case,
 )
 from cases.workflow import visible_to_office
+from infra.inputs import whole_number
 from ivr.callstate import NAV_KEYS, NavCall
 from ivr.prompts import SPEECH, digits_of, prompt, spoken_date
-from lineadiretta.inputs import whole_number
 from sms.inbound import is_opted_out
 
 log = logging.getLogger(__name__)

@@ -22,14 +22,14 @@ from cases.errors import Invalid
 from cases.models import Call, CallStep
 from cases.notify import Ctx
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
+from infra.dispatch import after_commit
+from infra.runtime import runtime
+from infra.spool import SpoolItem
+from infra.web import ctx_for, db, keep_while_away, public_base_url, went_away
+from infra.webhooks import municipality_for_called, signed, twiml
 from ivr import flow
 from ivr.callstate import CallStore, NavCall, Snapshot, StoreDown
 from ivr.prompts import prompt
-from lineadiretta.app import runtime
-from lineadiretta.dispatch import after_commit
-from lineadiretta.spool import SpoolItem
-from lineadiretta.web import ctx_for, db, keep_while_away, public_base_url, went_away
-from lineadiretta.webhooks import municipality_for_called, signed, twiml
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ivr", __name__, url_prefix="/ivr")
@@ -177,7 +177,7 @@ def _navigate(
 ) -> Any:
     """A menu step on the Redis snapshot: no row lock, no transaction, one write to Redis."""
     call = _nav_call(sid, snap, snap.turn)
-    muni = runtime(current_app).config.get(call.municipality)
+    muni = runtime().config.get(call.municipality)
     turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=form, navigation_only=True)
     try:
         xml = str(handler(turn))
@@ -247,7 +247,7 @@ def _durable(
     # never behind the action URL, even if the navigation since the last row write was lost
     state["turn"] = max(int(state.get("turn", 0)), turn_no) + 1
     call.state = state
-    muni = runtime(current_app).config.get(call.municipality)
+    muni = runtime().config.get(call.municipality)
     turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=form)
     try:
         xml = str(handler(turn))
@@ -349,7 +349,7 @@ def _while_away(
         log.error("call %s: %s with the register away and no call state: call again", sid, step)
         return _sorry(muni)
     call = _nav_call(sid, snap, turn_no)
-    muni = runtime(current_app).config.get(call.municipality)
+    muni = runtime().config.get(call.municipality)
 
     def keep(t: flow.Turn) -> None:
         _keep(sid, "register", _snapshot(t.call), form)

@@ -4,23 +4,41 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 from datetime import date
+from html import unescape
 from pathlib import Path
 from typing import Any
 
 import click
+import requests
 from flask import Flask
+from sqlalchemy import func, select
+from twilio.request_validator import RequestValidator
+from werkzeug.serving import run_simple
 
-from cases.config import ConfigError, Municipality
+from cases.apikeys import create_api_key
+from cases.auth import end_all_sessions, set_password
+from cases.clock import utcnow
+from cases.config import ConfigError, Municipality, load_config
+from cases.db import default_database_url, transaction
+from cases.errors import DomainError
+from cases.models import EmailMessage, OutboxMessage, User
+from cases.notify import Ctx
+from cases.services import REGISTER_COLUMNS, create_user, daily_register
+from cases.stats import to_csv
+from infra.runtime import runtime
+from ivr.simulator import HANGUP, Switchboard
+from lineadiretta.app import create_app
+from lineadiretta.migrate import upgrade
+from workers.supervise import supervise
 
 
 def _app(**overrides: Any) -> Flask:
-    from lineadiretta.app import create_app
-
     try:
         return create_app(overrides or None)
     except ConfigError as exc:
@@ -51,8 +69,6 @@ def embedded_env() -> None:
 
 
 def _muni(app: Flask, code: str | None) -> Municipality:
-    from lineadiretta.app import runtime
-
     cfg = runtime(app).config
     if code is None:
         if len(cfg.municipality) > 1:
@@ -84,8 +100,6 @@ def run(host: str, port: int) -> None:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     os.environ.setdefault("PUBLIC_BASE_URL", f"http://{shown}:{port}")
     app = _app()
-    from lineadiretta.app import runtime
-    from lineadiretta.migrate import upgrade
 
     upgrade(str(runtime(app).engine.url.render_as_string(hide_password=False)))
     _first_admin(app)
@@ -109,8 +123,6 @@ def run(host: str, port: int) -> None:
     if os.environ.get("LINEADIRETTA_SANDBOX"):
         click.echo("Sandbox provider: outbound texts go to the local outbox, not to any phone.")
     try:
-        from werkzeug.serving import run_simple
-
         run_simple(host, port, app, threaded=True, use_reloader=False)
     finally:
         worker.send_signal(signal.SIGTERM)  # a warm shutdown: running tasks finish
@@ -123,15 +135,6 @@ def run(host: str, port: int) -> None:
 
 def _first_admin(app: Flask) -> None:
     """On a brand-new register, create an admin account so the API can be used at once."""
-    from sqlalchemy import func, select
-
-    from cases.auth import set_password
-    from cases.clock import utcnow
-    from cases.db import transaction
-    from cases.models import User
-    from cases.notify import Ctx
-    from cases.services import create_user
-    from lineadiretta.app import runtime
 
     rt = runtime(app)
     with transaction(rt.sessions) as s:
@@ -161,7 +164,6 @@ def _first_admin(app: Flask) -> None:
 def serve(host: str, port: int) -> None:
     """The web app alone (production runs gunicorn, see the Procfile)."""
     app = _app()
-    from werkzeug.serving import run_simple
 
     run_simple(host, port, app, threaded=True, use_reloader=False)
 
@@ -174,7 +176,6 @@ def worker(concurrency: int, beat: bool, loglevel: str) -> None:
     """A Celery worker (Redis from REDIS_URL, or the embedded broker), started again if it
     exits or stops consuming (see workers.supervise)."""
     app = _app()  # the configuration is checked here, once, before any child starts
-    from workers.supervise import supervise
 
     args = [f"--concurrency={concurrency}", f"--loglevel={loglevel}"] + (["--beat"] if beat else [])
     sys.exit(supervise(args, app.config["REDIS_URL"], app.config["WORKER_STUCK_SECONDS"]))
@@ -213,8 +214,6 @@ def db_group() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply the Alembic migrations to DATABASE_URL."""
-    from cases.db import default_database_url
-    from lineadiretta.migrate import upgrade
 
     url = default_database_url(str(_instance()))
     upgrade(url, revision)
@@ -256,12 +255,6 @@ def user_add(
     """Create a staff account; prints its API token once, alone on the last line."""
     os.environ.setdefault("SECRET_KEY", "cli")
     app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
-    from cases.clock import utcnow
-    from cases.db import transaction
-    from cases.errors import DomainError
-    from cases.notify import Ctx
-    from cases.services import create_user
-    from lineadiretta.app import runtime
 
     muni = _muni(app, municipality)
     try:
@@ -270,8 +263,6 @@ def user_add(
                 s, Ctx(muni, utcnow()), name, role, office, full_name, phone=phone, email=email
             )
             if password_stdin:
-                from cases.auth import set_password
-
                 set_password(user, _read_password())
     except DomainError as exc:
         raise click.ClickException(str(exc)) from None
@@ -294,12 +285,6 @@ def apikey_add(name: str, municipality: str | None) -> None:
     """Issue an Open311 API key for an outside app; prints it once, alone on the last line."""
     os.environ.setdefault("SECRET_KEY", "cli")
     app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
-    from cases.apikeys import create_api_key
-    from cases.clock import utcnow
-    from cases.db import transaction
-    from cases.errors import DomainError
-    from cases.notify import Ctx
-    from lineadiretta.app import runtime
 
     muni = _muni(app, municipality)
     try:
@@ -328,14 +313,6 @@ def user_password(name: str, municipality: str | None) -> None:
     every open login of theirs ends."""
     os.environ.setdefault("SECRET_KEY", "cli")
     app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
-    from sqlalchemy import select
-
-    from cases.auth import end_all_sessions, set_password
-    from cases.clock import utcnow
-    from cases.db import transaction
-    from cases.errors import DomainError
-    from cases.models import User
-    from lineadiretta.app import runtime
 
     muni = _muni(app, municipality)
     password = _read_password()
@@ -367,10 +344,6 @@ def register(day: str, fmt: str, municipality: str | None) -> None:
             f"{day!r} is not a date as YYYY-MM-DD", param_hint="--date"
         ) from None
     app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
-    from cases.db import transaction
-    from cases.services import REGISTER_COLUMNS, daily_register
-    from cases.stats import to_csv
-    from lineadiretta.app import runtime
 
     muni = _muni(app, municipality)
     with transaction(runtime(app).sessions) as s:
@@ -409,8 +382,6 @@ def _webhook_token() -> str:
 
 def signed_webhook(base: str, path: str, form: dict[str, str]) -> tuple[int, str]:
     """POST a form to the service as the provider would, signed with the account token."""
-    import requests
-    from twilio.request_validator import RequestValidator
 
     public = os.environ.get("PUBLIC_BASE_URL") or base
     sig = RequestValidator(_webhook_token()).compute_signature(public.rstrip("/") + path, form)
@@ -435,12 +406,8 @@ def simulate_sms(
     from_: str, to: str | None, url: str, media: tuple[str, ...], text: tuple[str, ...]
 ) -> None:
     """Send a signed inbound text to the running service and print its reply."""
-    import re
-    from html import unescape
 
     if to is None:
-        from cases.config import load_config
-
         cfg = load_config(os.environ.get("LINEADIRETTA_CONFIG", "config.toml"))
         to = cfg.municipality[0].sms.numbers[0]
     form = {
@@ -485,11 +452,8 @@ def simulate_call(
     from_: str, to: str | None, url: str, dial_result: str, script: tuple[str, ...]
 ) -> None:
     """Play the IVR in the terminal as the provider would: prompts as text, keys or words."""
-    from ivr.simulator import HANGUP, Switchboard
 
     if to is None:
-        from cases.config import load_config
-
         cfg = load_config(os.environ.get("LINEADIRETTA_CONFIG", "config.toml"))
         to = cfg.municipality[0].voice.numbers[0]
 
@@ -523,10 +487,6 @@ def outbox(limit: int, email: bool) -> None:
     sent)."""
     os.environ.setdefault("SECRET_KEY", "cli")
     app = _app(NEEDS_PUBLIC_BASE_URL=False)  # sends no links
-    from sqlalchemy import select
-
-    from cases.models import EmailMessage, OutboxMessage
-    from lineadiretta.app import runtime
 
     if email:
         with runtime(app).sessions() as s:

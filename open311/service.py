@@ -28,10 +28,10 @@ from cases.config import Config, Municipality
 from cases.errors import Invalid
 from cases.models import OPEN_STATUSES, ApiKey, Case, CaseEvent, Channel, Status
 from cases.notify import Ctx, local_date, office_name, status_label
-from cases.protocol import parse_protocol, url_protocol
-from cases.services import NewAttachment, case_by_number, is_email, register_case
+from cases.protocol import case_by_number, parse_protocol, url_protocol
+from cases.services import NewAttachment, is_email, register_case
 from cases.workflow import step_label
-from lineadiretta.inputs import FIRST_DAY, LAST_DAY
+from infra.inputs import FIRST_DAY, LAST_DAY
 
 # Closed for Open311 = nothing more will happen unless URP reopens it: replied to, handed to
 # the competent body, merged into another case, or annulled. `resolved` is still open: the

@@ -23,10 +23,10 @@ from cases.models import ApiKey, Case
 from cases.notify import Ctx
 from cases.phone import mask_phone
 from cases.services import hash_token
-from lineadiretta.app import runtime
-from lineadiretta.dispatch import after_commit
-from lineadiretta.spool import SpoolItem
-from lineadiretta.web import (
+from infra.dispatch import after_commit
+from infra.runtime import runtime
+from infra.spool import SpoolItem
+from infra.web import (
     ctx_for,
     db,
     install_error_handlers,
@@ -107,7 +107,7 @@ def check_format() -> Response | None:
 
 
 def _config() -> Config:
-    return runtime(current_app).config
+    return runtime().config
 
 
 def _key(required: bool) -> ApiKey | None:
@@ -262,7 +262,7 @@ def _keep(idem: str, plaintext: str) -> Response:
         raise Open311Error(403, "api_key is missing or not valid")
     key_hash = hash_token(plaintext)
     jid = request.values.get("jurisdiction_id")
-    known = current_app.extensions["spool"].recall("open311-key", key_hash)
+    known = runtime().spool.recall("open311-key", key_hash)
     if known is not None and jid and jid.strip() != known:
         raise Open311Error(403, f"this api_key is not valid for jurisdiction_id {jid[:64]!r}")
     muni = resolve_jurisdiction(_config(), jid or known, None)
@@ -288,7 +288,7 @@ def _remember_municipality(key: ApiKey) -> None:
     """Note on this host which municipality the key belongs to, for while the register is
     away (a POST without jurisdiction_id needs it then)."""
     try:
-        current_app.extensions["spool"].remember("open311-key", key.key_hash, key.municipality)
+        runtime().spool.remember("open311-key", key.key_hash, key.municipality)
     except Exception as exc:  # the host's disk: /healthz says so too
         log.warning("open311: spool unusable: %s", exc.__class__.__name__)
 

@@ -34,14 +34,15 @@ from cases.notify import (
 )
 from cases.notify import backoff as notify_backoff
 from cases.phone import mask_phone
+from infra.provider import SendError, SmsProvider
+from infra.ratelimit import Limiter
+from infra.settings import SMS_CLAIM_TIMEOUT
 from sms.gsm import segments
 from sms.inbound import set_opt_out
-from sms.provider import SendError, SmsProvider
-from sms.ratelimit import Limiter
 
 log = logging.getLogger(__name__)
 
-CLAIM_TIMEOUT = timedelta(minutes=2)
+CLAIM_TIMEOUT = SMS_CLAIM_TIMEOUT  # the default the settings declare
 REQUEUE_AFTER = timedelta(seconds=60)
 MAX_RATE_WAIT = 5.0  # seconds a worker may sleep for a rate slot before handing the row back
 

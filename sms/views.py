@@ -15,12 +15,12 @@ from cases.config import Municipality
 from cases.errors import Invalid
 from cases.notify import Ctx
 from cases.phone import mask_phone, normalise_phone
-from lineadiretta.app import runtime
-from lineadiretta.dispatch import after_commit
-from lineadiretta.inputs import whole_number
-from lineadiretta.spool import SpoolItem
-from lineadiretta.web import ctx_for, db, keep_while_away, went_away
-from lineadiretta.webhooks import municipality_for_called, signed, twiml
+from infra.dispatch import after_commit
+from infra.inputs import whole_number
+from infra.runtime import runtime
+from infra.spool import SpoolItem
+from infra.web import ctx_for, db, keep_while_away, went_away
+from infra.webhooks import municipality_for_called, signed, twiml
 from sms.inbound import Inbound, answer_while_away, handle_inbound, register_spooled
 from sms.outbound import record_delivery
 

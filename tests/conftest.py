@@ -173,7 +173,7 @@ def make_app(db_url: str, config: Config, tmp_path: Path) -> Flask:
             "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
             "TWILIO_ACCOUNT_SID": None,
             "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
-            "SPOOL_DRAIN_THREAD": False,  # tests drain with app.extensions["spool_drainer"]
+            "SPOOL_DRAIN_THREAD": False,  # tests drain with runtime(app).drainer
         }
     )
     app.instance_path = str(tmp_path / "instance")
@@ -182,7 +182,7 @@ def make_app(db_url: str, config: Config, tmp_path: Path) -> Flask:
 
 @pytest.fixture
 def app(db_url: str, config: Config, tmp_path: Path) -> Iterator[Flask]:
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     app = make_app(db_url, config, tmp_path)
     yield app
@@ -195,7 +195,7 @@ def proxied(pg_url: str, config: Config, tmp_path: Path) -> Iterator[tuple[Flask
     restore: the register "away" without touching the shared server."""
     from sqlalchemy.engine import make_url
 
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
     from tests.fakes.tcpproxy import TcpProxy
 
     _truncate(pg_url)
@@ -216,7 +216,7 @@ class Staff:
     """Creates staff accounts and calls the API as them."""
 
     def __init__(self, app: Flask, client: FlaskClient, muni: Municipality):
-        from lineadiretta.app import runtime
+        from infra.runtime import runtime
 
         self.client = client
         self.sessions = runtime(app).sessions
@@ -225,7 +225,7 @@ class Staff:
 
     def add(self, name: str, role: str, office: str | None = None, muni: str | None = None) -> str:
         from cases.db import transaction
-        from lineadiretta.app import runtime
+        from infra.runtime import runtime
 
         m = runtime(self.client.application).config.get(muni) if muni else self.muni
         with transaction(self.sessions) as s:

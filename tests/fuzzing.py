@@ -14,7 +14,7 @@ from cases.db import transaction
 from cases.models import Attachment, Case, CaseEvent, OutboxMessage, ProtocolCounter
 from cases.notify import Ctx
 from cases.services import register_case
-from lineadiretta.app import runtime
+from infra.runtime import runtime
 
 
 def seed_cases(app: Flask, muni: Municipality, count: int = 3) -> list[str]:

@@ -121,15 +121,11 @@ def test_user_add_prints_token_last_and_register_lists_the_day(env: dict[str, st
         json={"reason": "doppione"},
         headers={"Authorization": f"Bearer {boss}"},
     )
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     runtime(app).engine.dispose()
 
-    today = (
-        datetime.now(UTC)
-        .astimezone(app.extensions["lineadiretta"].config.municipality[0].tz)
-        .date()
-    )
+    today = datetime.now(UTC).astimezone(runtime(app).config.municipality[0].tz).date()
     out = cli(
         "register", "--date", today.isoformat(), "--municipality", "monteverde", env=env
     ).stdout

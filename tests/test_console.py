@@ -66,7 +66,7 @@ class Browser:
 def team(app: Flask, staff: Staff, muni: Municipality) -> dict[str, Any]:
     """URP, a referent and two operators of LLPP, an operator of another office, a supervisor;
     each with a console password."""
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     staff.add("urp", "urp")
     staff.add("ref", "referent", "LLPP")
@@ -88,7 +88,7 @@ def browser(app: Flask, name: str) -> Browser:
 
 
 def new_case(app: Flask, muni: Municipality, text: str, **kw: Any) -> Case:
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     with transaction(runtime(app).sessions) as s:
         ctx = Ctx(muni, datetime.now(UTC), "https://comune.example.it")
@@ -105,7 +105,7 @@ def url(case: Case) -> str:
 
 def load(app: Flask, case: Case) -> Case:
     """The case as stored now, detached (an open session would hold SQLite's write lock)."""
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     with runtime(app).sessions() as s:
         got = s.get(Case, case.id)
@@ -115,7 +115,7 @@ def load(app: Flask, case: Case) -> Case:
 
 
 def rows(app: Flask, model: Any, *where: Any) -> list[Any]:
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     with runtime(app).sessions() as s:
         out = list(s.scalars(select(model).where(*where)))
@@ -175,7 +175,7 @@ def test_csrf_is_required_on_every_form(
 
 
 def test_idle_session_expires(app: Flask, team: dict[str, Any]) -> None:
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     b = browser(app, "urp")
     with transaction(runtime(app).sessions) as s:
@@ -461,7 +461,7 @@ def test_attachments_are_served_only_to_who_may_see_the_case(
     import os
 
     from cases.models import Attachment
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     case = new_case(app, muni, "testo senza categoria con foto")
     folder = os.path.join(app.instance_path, "media", muni.code, str(case.id))
@@ -498,7 +498,7 @@ def test_the_recording_plays_through_the_console_with_the_account_credentials(
     app: Flask, team: dict[str, Any], muni: Municipality
 ) -> None:
     from cases.models import Attachment
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
     from tests.fakes.provider import FakeProvider
 
     sid, token = "AC" + "c" * 32, "console-token"
@@ -528,7 +528,7 @@ def test_the_recording_plays_through_the_console_with_the_account_credentials(
         assert r.status_code == 200 and r.data == wav and r.mimetype == "audio/wav"
         # the provider refusing (wrong credentials) is a 502 for this request, not a 500
         app.config["TWILIO_AUTH_TOKEN"] = "wrong"
-        app.extensions.pop("provider")  # the process's one client, as a restart would rebuild it
+        runtime(app).forget("provider")  # the process's one client, as a restart rebuilds it
         assert urp.get(f"/console/attachments/{aid}").status_code == 502
 
 
@@ -574,7 +574,8 @@ def test_login_attempts_are_throttled_per_address(app: Flask, team: dict[str, An
 def test_behind_a_proxy_the_forwarded_address_is_throttled(
     db_url: str, config: Any, tmp_path: Any
 ) -> None:
-    from lineadiretta.app import create_app, runtime
+    from infra.runtime import runtime
+    from lineadiretta.app import create_app
 
     app = create_app(
         {
@@ -604,7 +605,7 @@ def test_behind_a_proxy_the_forwarded_address_is_throttled(
 def test_the_overdue_list_exports_with_local_due_dates(
     app: Flask, team: dict[str, Any], muni: Municipality
 ) -> None:
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     case = new_case(app, muni, "testo senza categoria, scaduto")
     due = datetime(2026, 1, 10, 23, 30, tzinfo=UTC)  # already 11 January in Rome

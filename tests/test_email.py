@@ -24,7 +24,7 @@ from cases.mail import voice_case_email
 from cases.models import EmailMessage
 from cases.notify import Ctx
 from cases.services import create_user, register_case
-from lineadiretta.app import runtime
+from infra.runtime import runtime
 from tests.test_ivr import all_cases, call
 from workers.mailer import (
     MAX_ATTEMPTS,

@@ -29,7 +29,7 @@ from cases.apikeys import create_api_key
 from cases.config import Municipality
 from cases.db import transaction
 from cases.notify import Ctx
-from lineadiretta.app import runtime
+from infra.runtime import runtime
 from tests.conftest import PUBLIC, TWILIO_TOKEN, Staff, signed_post
 from tests.fuzzing import assert_whole, seed_cases
 from tests.test_console import Browser, team  # noqa: F401 (a fixture)

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from cases.config import Municipality
 from cases.models import Attachment, Call, CallStep, Case, OutboxMessage, StaffNotification
+from infra.runtime import runtime
 from ivr.simulator import CallLog, Switchboard
-from lineadiretta.app import runtime
 from tests.conftest import Staff, redis_call_store, signed_post
 
 CALLER = "+393331234567"
@@ -37,7 +37,7 @@ def app(request: pytest.FixtureRequest, app: Flask) -> Iterator[Flask]:
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> dict[str, datetime]:
     now = {"t": IN_HOURS}
-    monkeypatch.setattr("lineadiretta.web.utcnow", lambda: now["t"])
+    monkeypatch.setattr("infra.web.utcnow", lambda: now["t"])
     return now
 
 

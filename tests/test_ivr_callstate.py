@@ -17,9 +17,9 @@ from sqlalchemy import select
 
 from cases.config import Municipality
 from cases.models import Call, CallStep, Case
+from infra.runtime import runtime
 from ivr.callstate import CallStore, Snapshot
 from ivr.simulator import Switchboard
-from lineadiretta.app import runtime
 from tests.conftest import redis_call_store, signed_post
 
 pytestmark = pytest.mark.redis
@@ -29,7 +29,7 @@ IN_HOURS = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lineadiretta.web.utcnow", lambda: IN_HOURS)
+    monkeypatch.setattr("infra.web.utcnow", lambda: IN_HOURS)
 
 
 @pytest.fixture

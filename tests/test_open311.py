@@ -63,7 +63,7 @@ SERVICE_FIELDS = (
 
 
 def rt(app: Flask) -> Any:
-    from lineadiretta.app import runtime
+    from infra.runtime import runtime
 
     return runtime(app)
 
@@ -358,7 +358,7 @@ def test_post_body_size_and_rate_are_limited(app: Flask, client: FlaskClient, ke
 def test_media_url_becomes_a_photo_the_worker_downloads(
     app: Flask, client: FlaskClient, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lineadiretta.dispatch as dispatch
+    import infra.dispatch as dispatch
     from workers import tasks
 
     queued: list[tuple[list[int], list[int]]] = []
@@ -389,7 +389,7 @@ def test_media_url_becomes_a_photo_the_worker_downloads(
 def test_provider_credentials_never_go_to_an_apps_media_host() -> None:
     """An Open311 photo is downloaded by the SMS worker's fetch: with the provider's account
     it must not carry the provider's credentials to the app's host."""
-    from sms.provider import TwilioProvider
+    from infra.provider import TwilioProvider
 
     with photo_server() as url, photo_server() as provider_url:
         base = provider_url.rsplit("/", 1)[0]
@@ -773,7 +773,7 @@ def test_the_published_three_client_lists_posts_and_reads_back(
 def test_the_worker_fetches_an_apps_media_only_from_a_public_host() -> None:
     """A name that resolves to an internal address (here localhost) is refused at download
     time, whatever the POST-time check saw; so is a redirect to one."""
-    from sms.provider import SendError, TwilioProvider
+    from infra.provider import SendError, TwilioProvider
 
     with photo_server() as url, photo_server() as provider_url:
         base = provider_url.rsplit("/", 1)[0]

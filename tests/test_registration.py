@@ -20,7 +20,7 @@ from cases.models import Attachment, Case, CaseEvent, InboundMessage, ProtocolCo
 from cases.notify import Ctx, render
 from cases.registration import PROVISIONAL, Precondition, commit_registration, register_if
 from cases.services import NewAttachment, prepare_case, register_case
-from lineadiretta.app import runtime
+from infra.runtime import runtime
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 PHONE = "+393331234567"

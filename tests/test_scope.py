@@ -26,8 +26,8 @@ from cases.models import Case, EmailMessage, Role, User
 from cases.notify import Ctx
 from cases.services import NewAttachment, add_attachment, create_user, register_case
 from cases.workflow import can_view, visible_to
+from infra.runtime import runtime
 from ivr.simulator import Switchboard
-from lineadiretta.app import runtime
 from tests.conftest import Staff, signed_post
 from tests.test_console import PASSWORD, Browser, team  # noqa: F401 (a fixture)
 

@@ -19,8 +19,9 @@ from cases.config import Config, ConfigError, Municipality
 from cases.db import transaction
 from cases.models import OutboxMessage
 from cases.notify import Ctx
-from lineadiretta.app import create_app, runtime
-from lineadiretta.logs import MaskPhones
+from infra.logs import MaskPhones
+from infra.runtime import runtime
+from lineadiretta.app import create_app
 from tests.conftest import Staff, signed_post
 from tests.fuzzing import assert_whole
 from tests.test_console import PASSWORD, Browser, browser, new_case, team, url  # noqa: F401

@@ -1,4 +1,4 @@
-"""Settings from the environment: declared once (lineadiretta.settings), read strictly."""
+"""Settings from the environment: declared once (infra.settings), read strictly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from cases.config import ConfigError
-from lineadiretta.settings import load_settings
+from infra.settings import load_settings
 from sms.outbound import CLAIM_TIMEOUT
 
 
@@ -64,12 +64,12 @@ def test_one_provider_client_per_process_and_twiml_from_the_builder(app: Any) ->
     recordings share it), and the SMS webhook's refusals are built, not written by hand."""
     import xml.etree.ElementTree as ET
 
-    from lineadiretta.app import provider
+    from infra.runtime import runtime
     from tests.conftest import signed_post
     from workers.tasks import sender
 
     with app.app_context():
-        assert sender().provider is provider(app) is provider(app)
+        assert sender().provider is runtime(app).provider is runtime(app).provider
     form = {"MessageSid": "SM" + "5" * 32, "From": "+393331234567", "To": "+39---->", "Body": "x"}
     r = signed_post(app.test_client(), "/sms/inbound", form)
     assert r.status_code == 404

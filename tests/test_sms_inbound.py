@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from cases.config import Municipality
 from cases.models import Attachment, Case, InboundMessage, OptOut
-from lineadiretta.app import runtime
+from infra.runtime import runtime
 from tests.conftest import signed_post
 
 CITIZEN = "+393331234567"

@@ -17,9 +17,9 @@ from cases.db import transaction
 from cases.models import OptOut, OutboxMessage, StaffNotification, User
 from cases.notify import Ctx
 from cases.services import create_user
+from infra.provider import TwilioProvider
+from infra.ratelimit import LocalLimiter, RedisLimiter
 from sms.outbound import Sender
-from sms.provider import TwilioProvider
-from sms.ratelimit import LocalLimiter, RedisLimiter
 from tests.conftest import need
 from tests.fakes.provider import FakeProvider
 

@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 
 from cases.db import transaction
 from cases.models import OutboxMessage, OutboxStatus
-from lineadiretta.app import runtime
+from infra.runtime import runtime
 from tests.conftest import signed_post
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)

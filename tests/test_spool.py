@@ -13,9 +13,8 @@ import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from lineadiretta.spool import MAX_ATTEMPTS, Drainer, Spool, SpoolItem
+from infra.spool import MAX_ATTEMPTS, Drainer, Spool, SpoolItem
 from tests.conftest import ROOT
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -152,7 +151,7 @@ def test_a_drainer_killed_after_the_register_committed_neither_loses_nor_duplica
     script = textwrap.dedent(
         f"""
         import os, signal, sqlite3
-        from lineadiretta.spool import Drainer, Spool
+        from infra.spool import Drainer, Spool
 
         def handle(item):
             with sqlite3.connect({str(register)!r}) as conn:
@@ -213,13 +212,20 @@ def test_the_host_remembers_what_it_needs_while_the_register_is_away(tmp_path: P
     assert spool.stats(T0).depth == 0  # notes are not items
 
 
-def _first_append(path: str, i: int, start: Any, out: Any) -> None:
-    start.wait()
+_RACER = """
+import sys, time
+from datetime import UTC, datetime
+from infra.spool import Spool
+
+folder, me, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+for r in range(rounds):
+    while time.time() < start + r * 0.1:  # every process sets up round r's new file at once
+        pass
     try:
-        Spool(path).append("call", f"CA{i}", "monteverde", {"i": i}, T0)
-        out.put(None)
+        Spool(f"{folder}/spool{r}.sqlite3").append("call", f"CA{me}", "m", {}, datetime.now(UTC))
     except Exception as exc:
-        out.put(repr(exc))
+        print(f"round {r}: {exc!r}", flush=True)
+"""
 
 
 def test_the_host_s_processes_all_appending_first_to_a_new_spool_keep_every_item(
@@ -228,18 +234,19 @@ def test_the_host_s_processes_all_appending_first_to_a_new_spool_keep_every_item
     """After a cut the first contact reaches every web process of the host at once: each sets
     the new file up (WAL mode, tables) and appends. None is refused (SQLite refuses a racing
     journal-mode switch at once, without waiting: the set-up takes turns under a file lock)."""
-    fork = multiprocessing.get_context("fork")
-    procs = 6
-    for round_no in range(15):
-        path = str(tmp_path / f"spool{round_no}.sqlite3")
-        start, out = fork.Barrier(procs), fork.Queue()
-        workers = [
-            fork.Process(target=_first_append, args=(path, i, start, out)) for i in range(procs)
-        ]
-        for w in workers:
-            w.start()
-        errors = [out.get(timeout=30) for _ in workers]
-        for w in workers:
-            w.join(30)
-        assert [e for e in errors if e] == [], f"round {round_no}"
-        assert sorted(i.key for i in Spool(path).pending()) == [f"CA{i}" for i in range(procs)]
+    procs, rounds = 8, 20
+    start = time.time() + 2.0  # time enough for every process to start
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(tmp_path), str(i), str(start), str(rounds)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(procs)
+    ]
+    refused = [line for p in racers for line in p.communicate(timeout=60)[0].splitlines()]
+    assert refused == []
+    for r in range(rounds):
+        kept = Spool(tmp_path / f"spool{r}.sqlite3").pending()
+        assert sorted(i.key for i in kept) == sorted(f"CA{i}" for i in range(procs)), r

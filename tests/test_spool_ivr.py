@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from cases.config import Municipality
 from cases.models import Attachment, Call, Case, OutboxMessage
+from infra.runtime import runtime
 from ivr.callstate import CallStore
 from ivr.prompts import prompt
 from ivr.simulator import HANGUP, Switchboard
-from lineadiretta.app import runtime
 from tests.conftest import redis_call_store
 from tests.fakes.tcpproxy import TcpProxy
 from tests.test_ivr_callstate import CALLER, Recorder
@@ -32,7 +32,7 @@ IN_HOURS = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lineadiretta.web.utcnow", lambda: IN_HOURS)
+    monkeypatch.setattr("infra.web.utcnow", lambda: IN_HOURS)
 
 
 @pytest.fixture
@@ -43,11 +43,11 @@ def away(proxied: tuple[Flask, TcpProxy]) -> Iterator[tuple[Flask, TcpProxy, Cal
 
 
 def depth(app: Flask) -> int:
-    return int(app.extensions["spool"].stats(IN_HOURS).depth)
+    return int(runtime(app).spool.stats(IN_HOURS).depth)
 
 
 def drain(app: Flask) -> int:
-    return int(app.extensions["spool_drainer"].drain_once())
+    return int(runtime(app).drainer.drain_once())
 
 
 def rows(app: Flask, model: type) -> list[Any]:

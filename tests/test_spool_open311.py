@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cases.clock import utcnow
+from infra.runtime import runtime
 from tests.fakes.tcpproxy import TcpProxy
 from tests.test_open311 import BASE, cases_in, created, gets, new_key
 
@@ -69,10 +70,10 @@ def test_a_request_while_the_register_is_away_gets_202_and_a_token_that_finds_it
     assert wrong.status_code == 403
     assert post(client, key, "req-8", service_code="nessuno").status_code == 404
     assert post(client, key, "req-9", lat="91", long="9").status_code == 400
-    assert app.extensions["spool"].stats(utcnow()).depth == 2
+    assert runtime(app).spool.stats(utcnow()).depth == 2
 
     proxy.restore()
-    assert app.extensions["spool_drainer"].drain_once() == 2
+    assert runtime(app).drainer.drain_once() == 2
     first, case = cases_in(app)  # the forged key registered nothing
     assert case.received_at is not None and case.intake_key is not None
     found = gets(client, f"/tokens/{token}.json").get_json()

@@ -18,7 +18,7 @@ from cases.clock import utcnow
 from cases.config import Municipality
 from cases.models import InboundMessage, OptOut, OutboxMessage
 from cases.notify import Ctx
-from lineadiretta.app import runtime
+from infra.runtime import runtime
 from sms.inbound import Inbound, handle_inbound
 from sms.views import register_spooled_text
 from tests.conftest import Staff
@@ -67,9 +67,9 @@ def test_texts_while_postgresql_is_away_are_kept_answered_and_registered_in_orde
     assert body["spool"]["depth"] == 4 and body["spool"]["oldest_age_seconds"] >= 0
     assert "lineadiretta_spool_depth 4" in client.get("/metrics").get_data(as_text=True)
 
-    drainer = app.extensions["spool_drainer"]
+    drainer = runtime(app).drainer
     assert drainer.drain_once() == 0  # still away: nothing registered, nothing lost
-    assert app.extensions["spool"].stats(utcnow()).depth == 4
+    assert runtime(app).spool.stats(utcnow()).depth == 4
 
     proxy.restore()
     assert drainer.drain_once() == 4
@@ -109,7 +109,7 @@ def test_a_follow_up_while_away_joins_the_open_case_and_its_number_is_texted(
     proxy.cut()
     reply_of(text(client, muni, "Ora l'acqua arriva in strada"))
     proxy.restore()
-    assert app.extensions["spool_drainer"].drain_once() == 1
+    assert runtime(app).drainer.drain_once() == 1
     (case,) = cases(app)
     (sent,) = outbox(app)
     assert sent.template == "sms_followup" and case.protocol in sent.body
@@ -119,7 +119,7 @@ def test_a_follow_up_while_away_joins_the_open_case_and_its_number_is_texted(
 def _spool_text(app: Flask, muni: Municipality, sid: str, body: str) -> None:
     kept = Inbound(sid=sid, from_=CITIZEN, to=muni.sms.numbers[0], body=body)
     payload = {"text": asdict(kept), "base_url": "https://comune.example.it"}
-    app.extensions["spool"].append("sms", sid, muni.code, payload, utcnow() - timedelta(seconds=30))
+    runtime(app).spool.append("sms", sid, muni.code, payload, utcnow() - timedelta(seconds=30))
 
 
 def test_a_drainer_that_died_after_registering_does_not_register_or_text_twice(
@@ -127,10 +127,10 @@ def test_a_drainer_that_died_after_registering_does_not_register_or_text_twice(
 ) -> None:
     sid = "SM" + "b" * 32
     _spool_text(app, muni, sid, "Semaforo guasto in corso Italia")
-    (item,) = app.extensions["spool"].pending()
+    (item,) = runtime(app).spool.pending()
     register_spooled_text(app, item)  # registered and queued, then the process died
-    assert app.extensions["spool"].stats(utcnow()).depth == 1
-    assert app.extensions["spool_drainer"].drain_once() == 1
+    assert runtime(app).spool.stats(utcnow()).depth == 1
+    assert runtime(app).drainer.drain_once() == 1
     (case,) = cases(app)
     (sent,) = outbox(app)
     assert sent.dedupe_key == f"spool:sms:{sid}" and case.protocol in sent.body
@@ -143,14 +143,14 @@ def test_a_drainer_that_died_between_the_case_and_its_text_still_texts_once(
     """The case commits on its own (one statement on PostgreSQL); the outbox row after it."""
     sid = "SM" + "c" * 32
     _spool_text(app, muni, sid, "Albero caduto in via dei Mille")
-    (item,) = app.extensions["spool"].pending()
+    (item,) = runtime(app).spool.pending()
     kept = item.payload["text"]
     msg = Inbound(**{**kept, "received_at": item.received_at})
     with runtime(app).sessions() as s:
         handle_inbound(s, Ctx(muni, utcnow(), item.payload["base_url"]), msg)
         s.commit()
     assert len(cases(app)) == 1 and outbox(app) == []
-    assert app.extensions["spool_drainer"].drain_once() == 1
+    assert runtime(app).drainer.drain_once() == 1
     (case,) = cases(app)
     (sent,) = outbox(app)
     assert sent.template == "registered" and case.protocol in sent.body
@@ -161,7 +161,7 @@ def test_texts_kept_in_the_spool_register_on_the_embedded_database_too(
 ) -> None:
     for n in range(3):
         _spool_text(app, muni, f"SM{n:032x}", f"NUOVA buca numero {n} in via Roma")
-    assert app.extensions["spool_drainer"].drain_once() == 3
+    assert runtime(app).drainer.drain_once() == 3
     got = cases(app)
     assert [c.number for c in got] == [1, 2, 3]
     assert [c.original_text for c in got] == [f"buca numero {n} in via Roma" for n in range(3)]
@@ -176,7 +176,7 @@ def test_staff_see_the_banner_while_contacts_wait_and_the_receipt_time_after(
     urp = browser(app, "urp")
     page = urp.get("/console/triage").get_data(as_text=True)
     assert 'id="spool-banner"' in page and "1 contatti" in page
-    assert app.extensions["spool_drainer"].drain_once() == 1
+    assert runtime(app).drainer.drain_once() == 1
     (case,) = cases(app)
     assert 'id="spool-banner"' not in urp.get("/console/triage").get_data(as_text=True)
     p = case.protocol.replace("/", "-")
@@ -196,7 +196,7 @@ def test_a_delivery_status_while_away_is_kept_and_applied_after(
     rid = _row(app, provider_sid="SM" + "e" * 32)
     proxy.cut()
     assert _callback(app.test_client(), "SM" + "e" * 32, "delivered") == 200
-    assert app.extensions["spool"].stats(utcnow()).depth == 1
+    assert runtime(app).spool.stats(utcnow()).depth == 1
     proxy.restore()
-    assert app.extensions["spool_drainer"].drain_once() == 1
+    assert runtime(app).drainer.drain_once() == 1
     assert _get(app, rid).delivery_status == "delivered"

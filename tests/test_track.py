@@ -22,7 +22,7 @@ from cases.notify import Ctx
 from cases.protocol import url_protocol
 from cases.services import NewAttachment, create_user, register_case
 from cases.workflow import perform
-from lineadiretta.app import runtime
+from infra.runtime import runtime
 
 T0 = datetime(2026, 3, 10, 9, 15, tzinfo=UTC)  # 10:15 in Rome
 PHONE = "+393331234567"

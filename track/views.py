@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, render_template, request
 
 from cases.errors import NotFound
 from cases.tracking import Ambiguous, locate, pick_language, public_view
-from lineadiretta.web import ctx_for, db
+from infra.runtime import runtime
+from infra.web import ctx_for, db
 
 bp = Blueprint("track", __name__, url_prefix="/track", template_folder="templates")
 log = logging.getLogger(__name__)
@@ -49,9 +50,8 @@ def slash_form(year: int, number: str) -> tuple[str, int]:
 @bp.get("/<protocol>")
 def status_page(protocol: str) -> tuple[str, int]:
     """Status and office for anyone; the public timeline with the case's token (`t`)."""
-    from lineadiretta.app import runtime
 
-    config = runtime(current_app).config
+    config = runtime().config
     token = request.args.get("t") or None
     asked = request.args.get("lang")
     muni_code = request.args.get("m") or None

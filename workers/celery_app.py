@@ -15,6 +15,8 @@ from celery import Celery, Task
 from celery.signals import task_received, worker_ready
 from flask import Flask
 
+from workers.supervise import touch_heartbeat
+
 
 def broker_settings(app: Flask) -> dict[str, Any]:
     redis_url = app.config.get("REDIS_URL")
@@ -36,8 +38,6 @@ def broker_settings(app: Flask) -> dict[str, Any]:
 
 
 def _heartbeat(**_kw: Any) -> None:
-    from workers.supervise import touch_heartbeat
-
     touch_heartbeat()
 
 

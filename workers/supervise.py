@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
+
 log = logging.getLogger(__name__)
 HEARTBEAT_ENV = "LINEADIRETTA_WORKER_HEARTBEAT"
 
@@ -47,7 +49,6 @@ def waiting_tasks(redis_url: str | None, queue: str = "celery") -> int | None:
     """Tasks waiting in the broker's queue; None when there is no Redis or it does not answer."""
     if not redis_url:
         return None
-    import redis
 
     try:
         client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)

@@ -9,7 +9,6 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-import redis
 from celery import shared_task
 from flask import current_app
 from sqlalchemy import or_, select
@@ -21,9 +20,10 @@ from cases.notify import Ctx
 from cases.services import flag_overdue as flag_overdue_cases
 from cases.services import take_lease
 from cases.workflow import Outcome, system_step
+from infra.provider import SendError
+from infra.runtime import runtime
+from ivr.transcription import load_transcriber
 from sms.outbound import Sender
-from sms.provider import SendError
-from sms.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from workers.mailer import EmailSender, mail_sender, transport_from_config
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,8 @@ def _holder() -> str:
 @shared_task(name="workers.tasks.flag_overdue", bind=True, max_retries=3)
 def flag_overdue(self: object) -> int:
     """Flag cases past their due date and tell the supervisors; one run at a time anywhere."""
-    from lineadiretta.app import runtime
 
-    rt = runtime(current_app)
+    rt = runtime()
     holder = _holder()
     flagged = 0
     for muni in rt.config.municipality:
@@ -60,29 +59,21 @@ def flag_overdue(self: object) -> int:
 
 def sender() -> Sender:
     """The worker process's sender: provider client, limiter and DB, built once."""
-    from lineadiretta.app import provider, runtime
-
-    app = current_app
-    cached = app.extensions.get("sms_sender")
-    if cached is None:
-        rt = runtime(app)
-        limiter: Limiter
-        if rt.redis_url:
-            limiter = RedisLimiter(redis.Redis.from_url(rt.redis_url))
-        else:
-            limiter = LocalLimiter()
-        cached = Sender(
+    rt = runtime()
+    built: Sender = rt.once(
+        "sms_sender",
+        lambda: Sender(
             sessions=rt.sessions,
             config=rt.config,
-            provider=provider(app),
-            limiter=limiter,
+            provider=rt.provider,
+            limiter=rt.limiter,
             callback_base=rt.public_base_url,
             clock=utcnow,
-            claim_timeout=timedelta(seconds=app.config["SMS_CLAIM_TIMEOUT_SECONDS"]),
-            requeue_after=timedelta(seconds=app.config["SMS_REQUEUE_SECONDS"]),
-        )
-        app.extensions["sms_sender"] = cached
-    return cached
+            claim_timeout=timedelta(seconds=rt.settings["SMS_CLAIM_TIMEOUT_SECONDS"]),
+            requeue_after=timedelta(seconds=rt.settings["SMS_REQUEUE_SECONDS"]),
+        ),
+    )
+    return built
 
 
 @shared_task(name="workers.tasks.send_outbox", acks_late=True)
@@ -117,11 +108,10 @@ def sweep_outbox() -> int:
 
 def email_sender() -> EmailSender:
     """The e-mail sender over SMTP (SMTP_URL / SMTP_HOST) or, without them, the sandbox."""
-    from lineadiretta.app import runtime
 
     cfg = current_app.config
     return EmailSender(
-        sessions=runtime(current_app).sessions,
+        sessions=runtime().sessions,
         transport=transport_from_config(cfg),
         sender=mail_sender(cfg),
         clock=utcnow,
@@ -169,9 +159,8 @@ def stale_media(snd: Sender, limit: int = 200) -> list[int]:
 @shared_task(name="workers.tasks.fetch_media", bind=True, max_retries=5, acks_late=True)
 def fetch_media(self: Any, attachment_id: int) -> str:
     """Download an MMS photo with the account's credentials, check it, keep it."""
-    from lineadiretta.app import runtime
 
-    rt = runtime(current_app)
+    rt = runtime()
     with transaction(rt.sessions) as s:
         att = s.get(Attachment, attachment_id)
         if att is None or att.state != "pending":
@@ -208,14 +197,11 @@ def fetch_media(self: Any, attachment_id: int) -> str:
 
 def _recording_ready(s: Any, att: Attachment, case: Case) -> str:
     """A call recording stays with the provider; a configured backend may transcribe it."""
-    from ivr.transcription import load_transcriber
-    from lineadiretta.app import runtime
-
     att.state = "available"
     backend = load_transcriber(current_app.config.get("TRANSCRIBER"))
     if backend.name == "spoken-input":
         return "available"
-    muni = runtime(current_app).config.get(case.municipality)
+    muni = runtime().config.get(case.municipality)
     audio, ctype = sender().provider.fetch_media(att.source_url, 50_000_000)
     text = backend.transcribe(audio, ctype, case.language)
     if text:

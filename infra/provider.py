@@ -12,6 +12,7 @@ import logging
 import secrets
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -265,7 +266,7 @@ class SandboxProvider:
         )
 
 
-def provider_from_config(config: dict[str, Any]) -> SmsProvider:
+def provider_from_config(config: Mapping[str, Any]) -> SmsProvider:
     sid, token = config.get("TWILIO_ACCOUNT_SID"), config.get("TWILIO_AUTH_TOKEN")
     private = bool(config.get("OPEN311_ALLOW_PRIVATE_MEDIA"))
     if sid and token:

@@ -12,6 +12,7 @@ from twilio.request_validator import RequestValidator
 
 from cases.config import Municipality
 from cases.phone import mask_phone
+from infra.runtime import runtime
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,11 +78,9 @@ def malformed(form: Any) -> str | None:
 
 
 def municipality_for_called(number: str | None) -> Municipality | None:
-    from lineadiretta.app import runtime
-
     if not number:
         return None
-    return runtime(current_app).config.by_number(number)
+    return runtime().config.by_number(number)
 
 
 def twiml(xml: str, status: int = 200) -> Response:

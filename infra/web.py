@@ -8,13 +8,18 @@ from contextlib import suppress
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, g, request
 from flask.sessions import SecureCookieSessionInterface
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from cases.clock import utcnow
 from cases.config import Municipality
+from cases.db import database_away
+from cases.errors import DomainError, Forbidden, IllegalTransition, Invalid, NotFound
 from cases.notify import Ctx
+from infra.inputs import day, json_document
+from infra.runtime import runtime
 
 log = logging.getLogger(__name__)
 
@@ -22,18 +27,14 @@ log = logging.getLogger(__name__)
 def db() -> Session:
     """The request's session (one transaction per request; views commit explicitly)."""
     if "db" not in g:
-        from lineadiretta.app import runtime
-
-        g.db = runtime(current_app).sessions()
+        g.db = runtime().sessions()
     s: Session = g.db
     return s
 
 
 def public_base_url() -> str:
     """The service's public address, from configuration only (never the Host header)."""
-    from lineadiretta.app import runtime
-
-    return runtime(current_app).public_base_url or ""
+    return runtime().public_base_url or ""
 
 
 def ctx_for(muni: Municipality) -> Ctx:
@@ -65,9 +66,6 @@ def init_app(app: Flask) -> None:
 
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or an Invalid error that says what is wrong."""
-    from cases.errors import Invalid
-    from lineadiretta.inputs import json_document
-
     if not request.data:
         return {}
     data = json_document(request.get_data())
@@ -78,8 +76,6 @@ def json_body() -> dict[str, Any]:
 
 def domain_status(exc: Exception) -> int:
     """The HTTP status of a refusal by the domain: the same answer from every front end."""
-    from cases.errors import Forbidden, IllegalTransition, NotFound
-
     for kind, status in ((NotFound, 404), (Forbidden, 403), (IllegalTransition, 409)):
         if isinstance(exc, kind):
             return status
@@ -89,9 +85,6 @@ def domain_status(exc: Exception) -> int:
 def install_error_handlers(bp: Blueprint, render: Callable[[int, str], Any]) -> None:
     """Domain refusals as 4xx, a conflicting write as 409, the database away as 503, each
     logged once and rendered in the blueprint's own format (JSON, HTML, Open311)."""
-    from sqlalchemy.exc import DataError, IntegrityError, OperationalError
-
-    from cases.errors import DomainError
 
     def _where() -> str:
         return f"{bp.name} {request.method} {request.path}"
@@ -120,32 +113,13 @@ def install_error_handlers(bp: Blueprint, render: Callable[[int, str], Any]) -> 
         return render(503, "the register is temporarily unavailable; retry shortly")
 
 
-def shared_limiter(app: Flask) -> Any:
-    """The request-rate limiter of this app: GCRA in Redis (shared by every worker and host)
-    when REDIS_URL is set, in process memory in the embedded single-process mode."""
-    limiter = app.extensions.get("request_limiter")
-    if limiter is None:
-        from lineadiretta.app import runtime
-        from sms.ratelimit import LocalLimiter, RedisLimiter
-
-        url = runtime(app).redis_url
-        if url:
-            import redis
-
-            limiter = RedisLimiter(redis.Redis.from_url(url, socket_timeout=1))
-        else:
-            limiter = LocalLimiter()
-        app.extensions["request_limiter"] = limiter
-    return limiter
-
-
 def over_limit(key: str, per_minute: float) -> float | None:
     """Seconds to wait when `key` has used its `per_minute` (a burst of as many is allowed),
     else None. A limiter that cannot be reached limits nothing (and says so in the log)."""
     if per_minute <= 0:
         return None
     try:
-        wait = shared_limiter(current_app).reserve(key, 1, per_minute / 60.0, 60.0)
+        wait = runtime().limiter.reserve(key, 1, per_minute / 60.0, 60.0)
     except Exception as exc:
         log.warning("rate limit %s unavailable (%s): not applied", key.split(":")[0], exc)
         return None
@@ -154,8 +128,6 @@ def over_limit(key: str, per_minute: float) -> float | None:
 
 def date_arg(name: str) -> date | None:
     """The query argument `name` as a date (YYYY-MM-DD), None when absent; Invalid otherwise."""
-    from lineadiretta.inputs import day
-
     value = request.args.get(name)
     if not value:
         return None
@@ -166,8 +138,6 @@ def went_away(exc: BaseException) -> bool:
     """True when `exc` means the register is away (`cases.db.database_away`); the request's
     session is then rolled back, quietly (its connection may be dead), for the caller to keep
     the contact in the spool."""
-    from cases.db import database_away
-
     if not database_away(exc):
         return False
     s: Session | None = g.get("db")
@@ -181,9 +151,9 @@ def keep_while_away(kind: str, key: str, municipality: str, payload: dict[str, A
     """Keep a contact in this host's spool (on disk before this returns) because the register
     is away; the drainer registers it when the register answers. False when it was already
     kept (a provider's retry)."""
-    spool, drainer = current_app.extensions["spool"], current_app.extensions["spool_drainer"]
-    kept: bool = spool.append(kind, key, municipality, payload, utcnow())
-    drainer.wake()
+    rt = runtime()
+    kept: bool = rt.spool.append(kind, key, municipality, payload, utcnow())
+    rt.drainer.wake()
     log.warning(
         "%s %s: the register is away; %s in this host's spool",
         kind,

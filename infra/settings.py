@@ -5,15 +5,18 @@ with a message naming the variable. Unset or empty means the default."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cases.config import ConfigError
-from sms.outbound import CLAIM_TIMEOUT
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
 PerMinute = Annotated[float, Field(ge=0, le=100_000)]
+
+# how long a claimed text may stay unrecorded before the sweeper reconciles it
+SMS_CLAIM_TIMEOUT = timedelta(minutes=2)
 
 
 class Settings(BaseModel):
@@ -30,9 +33,8 @@ class Settings(BaseModel):
     TWILIO_ACCOUNT_SID: str | None = None
     TWILIO_AUTH_TOKEN: str | None = None
     TWILIO_API_BASE_URL: str | None = None
-    # how long a claimed text may stay unrecorded before the sweeper reconciles it
     SMS_CLAIM_TIMEOUT_SECONDS: Annotated[int, Field(ge=10, le=86_400)] = int(
-        CLAIM_TIMEOUT.total_seconds()
+        SMS_CLAIM_TIMEOUT.total_seconds()
     )
     SMS_REQUEUE_SECONDS: Annotated[int, Field(ge=1, le=86_400)] = 60
     SWEEP_EVERY_SECONDS: Seconds = 10.0
@@ -48,7 +50,7 @@ class Settings(BaseModel):
     # calls' navigation state: this Redis, else REDIS_URL's (see ivr.views)
     IVR_REDIS_URL: str | None = None
     IVR_REDIS_PREFIX: str | None = None
-    # this host's spool: contacts kept while the register is away (see lineadiretta.spool)
+    # this host's spool: contacts kept while the register is away (see infra.spool)
     SPOOL_PATH: str | None = None
     # host names requests may name besides PUBLIC_BASE_URL's (comma-separated)
     TRUSTED_HOSTS: tuple[str, ...] = ()

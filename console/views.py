@@ -46,6 +46,7 @@ from cases.auth import (
 from cases.clock import utcnow
 from cases.config import Municipality
 from cases.errors import DomainError, Invalid, NotFound
+from cases.gsm import is_gsm7, segments
 from cases.models import (
     Attachment,
     Case,
@@ -93,7 +94,6 @@ from infra.web import (
     install_error_handlers,
     over_limit,
 )
-from sms.gsm import is_gsm7, segments
 
 log = logging.getLogger(__name__)
 bp = Blueprint(

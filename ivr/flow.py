@@ -27,6 +27,7 @@ from cases.notify import (
     staff_of,
     status_label,
 )
+from cases.optout import is_opted_out
 from cases.phone import is_mobile, mask_phone
 from cases.protocol import parse_protocol, protocol_year
 from cases.services import (
@@ -40,7 +41,6 @@ from cases.workflow import visible_to_office
 from infra.inputs import whole_number
 from ivr.callstate import NAV_KEYS, NavCall
 from ivr.prompts import SPEECH, digits_of, prompt, spoken_date
-from sms.inbound import is_opted_out
 
 log = logging.getLogger(__name__)
 LANG_CODE = {"it": "it-IT", "en": "en-GB"}

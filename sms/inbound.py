@@ -28,8 +28,9 @@ from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from cases.db import Base
 from cases.errors import Invalid
-from cases.models import Case, InboundKind, InboundMessage, OptOut, OutboxMessage
+from cases.models import Case, InboundKind, InboundMessage, OutboxMessage
 from cases.notify import Ctx, office_name, queue_text, render, render_text, status_label
+from cases.optout import opted_out_query, set_opt_out
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
 from cases.protocol import parse_protocol, protocol_year
 from cases.registration import Precondition, commit_registration, register_if
@@ -66,27 +67,6 @@ class Outcome:
     reply: str | None
     case: Case | None = None
     replayed: bool = False
-
-
-def is_opted_out(s: Session, muni: str, phone: str) -> bool:
-    row = s.get(OptOut, (muni, phone))
-    return bool(row and row.opted_out)
-
-
-def set_opt_out(s: Session, ctx: Ctx, phone: str, opted_out: bool, source: str) -> None:
-    row = s.get(OptOut, (ctx.muni.code, phone))
-    if row is None:
-        s.add(
-            OptOut(
-                municipality=ctx.muni.code,
-                phone=phone,
-                opted_out=opted_out,
-                source=source,
-                updated_at=ctx.now,
-            )
-        )
-    else:
-        row.opted_out, row.source, row.updated_at = opted_out, source, ctx.now
 
 
 def _status_reply(
@@ -142,10 +122,7 @@ def _known_query() -> Select[Any]:
         .limit(1)
         .scalar_subquery()
         .label("last_language"),
-        select(OptOut.opted_out)
-        .where(OptOut.municipality == muni, OptOut.phone == phone)
-        .scalar_subquery()
-        .label("opted_out"),
+        opted_out_query(muni, phone).label("opted_out"),
         select(func.count())
         .select_from(InboundMessage)
         .where(

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cases.config import Config
 from cases.db import transaction
-from cases.models import OptOut, OutboxMessage, OutboxStatus, Role
+from cases.gsm import segments
+from cases.models import OutboxMessage, OutboxStatus, Role
 from cases.notify import (
     MAX_ATTEMPTS,
     Ctx,
@@ -33,12 +34,11 @@ from cases.notify import (
     staff_of,
 )
 from cases.notify import backoff as notify_backoff
+from cases.optout import opted_out_among, set_opt_out
 from cases.phone import mask_phone
 from infra.provider import SendError, SmsProvider
 from infra.ratelimit import Limiter
 from infra.settings import SMS_CLAIM_TIMEOUT
-from sms.gsm import segments
-from sms.inbound import set_opt_out
 
 log = logging.getLogger(__name__)
 
@@ -110,15 +110,7 @@ class Sender:
             if not rows:
                 continue
             with self.sessions() as s:
-                opted = {
-                    (o.municipality, o.phone)
-                    for o in s.scalars(
-                        select(OptOut).where(
-                            OptOut.opted_out.is_(True),
-                            OptOut.phone.in_({r.phone for r in rows}),
-                        )
-                    )
-                }
+                opted = opted_out_among(s, (r.phone for r in rows))
             sent: list[dict[str, object]] = []
             try:
                 for row in rows:

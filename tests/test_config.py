@@ -22,9 +22,9 @@ from cases.config import (
     load_config,
     parse_config,
 )
+from cases.gsm import GSM7_BASIC, GSM7_EXT, is_gsm7, segments, septets
 from cases.notify import Ctx, render
 from cases.phone import is_mobile, normalise_phone
-from sms.gsm import GSM7_BASIC, GSM7_EXT, is_gsm7, segments, septets
 
 CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -441,7 +441,7 @@ def test_rendered_template_fits_two_gsm7_segments(
         assert all("31/12/2026" in t for t in texts)
 
 
-# --------------------------------------------------------------------------- sms.gsm helper
+# --------------------------------------------------------------------------- cases.gsm helper
 
 
 def test_gsm7_alphabet_tables() -> None:

@@ -1,0 +1,122 @@
+"""The house's rules, read from the code's own imports (docs/architecture.md): the domain
+imports no framework and nothing above it, the plumbing nothing above itself, no channel
+another channel, nothing imports back up, and every import stands at module top."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+CHANNELS = {"sms", "ivr"}
+SURFACES = {"api", "console", "track", "open311"}
+# each package and what it may import of ours (besides itself)
+MAY_IMPORT: dict[str, set[str]] = {
+    "cases": set(),
+    "infra": {"cases"},
+    **{c: {"cases", "infra"} for c in CHANNELS | SURFACES},
+    "workers": {"cases", "infra", *CHANNELS},  # the workers call a channel's sender
+    "lineadiretta": {"cases", "infra", "workers", *CHANNELS, *SURFACES},
+}
+FRAMEWORKS = {"flask", "werkzeug", "twilio", "celery", "kombu", "redis", "flask_wtf"}
+
+
+def _modules() -> Iterator[tuple[str, Path, ast.Module]]:
+    for package in MAY_IMPORT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            yield package, path, ast.parse(path.read_text(), str(path))
+
+
+def _imported(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    return [node.module or ""] if node.level == 0 else []
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_each_package_imports_only_the_floors_below_it(package: str) -> None:
+    wrong = []
+    for pkg, path, tree in _modules():
+        if pkg != package:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            for name in _imported(node):
+                top = name.split(".")[0]
+                ours = top in MAY_IMPORT and top != package
+                if (ours and top not in MAY_IMPORT[package]) or (
+                    package == "cases" and top in FRAMEWORKS
+                ):
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert wrong == []
+
+
+def test_every_import_stands_at_module_top() -> None:
+    """An import inside a function hides a dependency (it was how the cycles were hidden)."""
+    inside = []
+    for _, path, tree in _modules():
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.Import | ast.ImportFrom):
+                        inside.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert inside == []
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def test_no_module_of_ours_imports_itself_back_through_others() -> None:
+    """No cycle among the modules (within a package as much as between packages)."""
+    trees = {_module_name(path): tree for _, path, tree in _modules()}
+    graph: dict[str, set[str]] = {}
+    for name, tree in trees.items():
+        deps: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                deps.update(_imported(node))
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                # `from ivr import flow` imports the module ivr.flow
+                deps.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[name] = {d for d in deps if d in trees and d != name}
+    on_path: list[str] = []
+    done: set[str] = set()
+
+    def visit(n: str) -> list[str] | None:
+        on_path.append(n)
+        for d in sorted(graph[n]):
+            if d in on_path:
+                return [*on_path[on_path.index(d) :], d]
+            if d not in done:
+                found = visit(d)
+                if found:
+                    return found
+        on_path.pop()
+        done.add(n)
+        return None
+
+    for n in sorted(graph):
+        if n not in done:
+            cycle = visit(n)
+            assert cycle is None, " -> ".join(cycle)
+
+
+def test_opt_out_is_read_and_written_in_one_place() -> None:
+    """A rule about the citizen, not about SMS: only cases/optout.py touches its table."""
+    elsewhere = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for _, path, tree in _modules()
+        if path.relative_to(ROOT).as_posix() not in ("cases/optout.py", "cases/models.py")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and node.id == "OptOut"
+    ]
+    assert elsewhere == []

@@ -228,7 +228,24 @@ class OutboxStatus(enum.StrEnum):
     SUPPRESSED = "suppressed"  # not sent: opted out, no phone, not a mobile
 
 
-class OutboxMessage(Base):
+class Queued:
+    """The columns by which texts and e-mails move through the outbox (`cases.outbox`)."""
+
+    municipality: Mapped[str] = mapped_column(String(64))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class OutboxMessage(Queued, Base):
     """A text to a citizen, written in the same transaction as the step that causes it."""
 
     __tablename__ = "outbox"
@@ -238,30 +255,18 @@ class OutboxMessage(Base):
         Index("ux_outbox_dedupe_key", "dedupe_key", unique=True),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    municipality: Mapped[str] = mapped_column(String(64))
-    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
     phone: Mapped[str] = mapped_column(String(20))
     template: Mapped[str] = mapped_column(String(40))
     language: Mapped[str] = mapped_column(String(2))
-    body: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    claim_token: Mapped[str | None] = mapped_column(String(64))
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
     delivery_status: Mapped[str | None] = mapped_column(String(20))
     error_code: Mapped[str | None] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text)
-    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     delivery_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # set for a text that must be written once whoever tries again (a spooled contact's number)
     dedupe_key: Mapped[str | None] = mapped_column(String(120))
 
 
-class EmailMessage(Base):
+class EmailMessage(Queued, Base):
     """An e-mail to staff (referents), written in the same transaction as the step that causes
     it and sent after commit by a worker; the row is the record, also in sandbox mode."""
 
@@ -271,23 +276,11 @@ class EmailMessage(Base):
         Index("ix_email_outbox_status_due", "status", "not_before"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    municipality: Mapped[str] = mapped_column(String(64))
-    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
     recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
     subject: Mapped[str] = mapped_column(String(300))
-    body: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(200), unique=True)  # same on every attempt
-    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    claim_token: Mapped[str | None] = mapped_column(String(64))
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     transport: Mapped[str | None] = mapped_column(String(16))  # smtp, sandbox
-    error: Mapped[str | None] = mapped_column(Text)
-    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class StaffNotification(Base):

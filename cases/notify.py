@@ -6,17 +6,15 @@ step that commits is never forgotten even if the broker is down. Sending is the 
 
 from __future__ import annotations
 
-import secrets
 import string
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from cases.config import PLACEHOLDERS, Municipality
-from cases.db import transaction
 from cases.models import (
     Case,
     OutboxMessage,
@@ -162,13 +160,12 @@ def queue_text(
         template=template,
         language=language,
         body=body,
-        status=OutboxStatus.PENDING.value,
+        # created suppressed when it can never be sent: there is no mobile to send it to
+        status=(OutboxStatus.PENDING if is_mobile(to) else OutboxStatus.SUPPRESSED).value,
+        error=None if is_mobile(to) else "not a mobile number",
         created_at=ctx.now,
         not_before=next_send_time(ctx.muni, ctx.now),
     )
-    if not is_mobile(to):
-        msg.status = OutboxStatus.SUPPRESSED.value
-        msg.error = "not a mobile number"
     session.add(msg)
     return msg
 
@@ -214,83 +211,3 @@ def office_queue_staff(session: Session, ctx: Ctx, office: str | None) -> list[U
         urp = staff_of(session, ctx.muni.code, roles=(Role.URP,))
         return urp + (staff_of(session, ctx.muni.code, office=office) if office else [])
     return staff_of(session, ctx.muni.code, office=office, roles=(Role.OPERATOR, Role.REFERENT))
-
-
-def due_for_queue(
-    s: Session, model: Any, now: datetime, requeue_after: timedelta, limit: int
-) -> list[int]:
-    """Ids of outbox rows (texts or e-mails) waiting to be sent and not handed to a worker
-    lately, marked as handed now: the sweeper's way to requeue what a broker outage or a lost
-    task left behind."""
-    ids = list(
-        s.scalars(
-            select(model.id)
-            .where(
-                model.status.in_([OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]),
-                model.not_before <= now,
-                or_(model.enqueued_at.is_(None), model.enqueued_at < now - requeue_after),
-            )
-            .order_by(model.id)
-            .limit(limit)
-        )
-    )
-    if ids:
-        s.execute(
-            update(model)
-            .where(model.id.in_(ids))
-            .values(enqueued_at=now)
-            .execution_options(synchronize_session=False)
-        )
-    return ids
-
-
-MAX_ATTEMPTS = 6  # sends of one outbox row (text or e-mail) before it fails for good
-
-
-def backoff(attempts: int, first_seconds: int) -> timedelta:
-    """The wait before an outbox row's next attempt: first_seconds, doubling, capped at 30 min."""
-    return timedelta(seconds=min(first_seconds * 2 ** max(attempts - 1, 0), 1800))
-
-
-def claim_rows(
-    sessions: sessionmaker[Session], model: Any, ids: list[int], now: datetime
-) -> tuple[str, list[Any]]:
-    """Take these outbox rows (texts or e-mails) for one worker in one UPDATE ... RETURNING,
-    in a transaction of its own: only rows still waiting and due are taken, so a second worker
-    gets nothing. Returns the claim's token and the rows."""
-    token = secrets.token_hex(16)
-    if not ids:
-        return token, []
-    with transaction(sessions) as s:
-        return token, list(
-            s.scalars(
-                update(model)
-                .where(
-                    model.id.in_(ids),
-                    model.status.in_([OutboxStatus.PENDING.value, OutboxStatus.RETRY.value]),
-                    model.not_before <= now,
-                )
-                .values(
-                    status=OutboxStatus.CLAIMED.value,
-                    claim_token=token,
-                    claimed_at=now,
-                    attempts=model.attempts + 1,
-                )
-                .returning(model),
-                execution_options={"synchronize_session": False},
-            )
-        )
-
-
-def finish_claim(
-    sessions: sessionmaker[Session], model: Any, row_id: int, token: str, **values: object
-) -> bool:
-    """Record what became of a claimed row, only if this worker's claim still holds it."""
-    with transaction(sessions) as s:
-        res = s.execute(
-            update(model)
-            .where(model.id == row_id, model.claim_token == token)
-            .values(claim_token=None, **values)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(res.rowcount)  # type: ignore[attr-defined]

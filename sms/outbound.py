@@ -15,26 +15,22 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cases import outbox
 from cases.config import Config
 from cases.db import transaction
 from cases.gsm import segments
 from cases.models import OutboxMessage, OutboxStatus, Role
 from cases.notify import (
-    MAX_ATTEMPTS,
     Ctx,
-    claim_rows,
-    due_for_queue,
-    finish_claim,
     notify_staff,
     staff_of,
 )
-from cases.notify import backoff as notify_backoff
 from cases.optout import opted_out_among, set_opt_out
+from cases.outbox import MAX_ATTEMPTS
 from cases.phone import mask_phone
 from infra.provider import SendError, SmsProvider
 from infra.ratelimit import Limiter
@@ -65,7 +61,7 @@ _RANK = {
 
 def backoff(attempts: int) -> timedelta:
     """15 s, 30 s, 1 min ... capped at 30 min."""
-    return notify_backoff(attempts, 15)
+    return outbox.backoff(attempts, 15)
 
 
 @dataclass
@@ -91,7 +87,7 @@ class Sender:
             )
 
     def claim(self, ids: Iterable[int]) -> tuple[str, list[OutboxMessage]]:
-        return claim_rows(self.sessions, OutboxMessage, list(ids), self.clock())
+        return outbox.claim(self.sessions, OutboxMessage, list(ids), self.clock())
 
     @property
     def chunk(self) -> int:
@@ -119,48 +115,28 @@ class Sender:
                     )
                     counts[outcome] = counts.get(outcome, 0) + 1
             finally:
-                self._record_sent(token, sent)  # one transaction for the chunk's accepted texts
+                outbox.sent_in_bulk(
+                    self.sessions, token, sent
+                )  # one transaction for the chunk's accepted texts
         return counts
-
-    def _record_sent(self, token: str, sent: list[dict[str, object]]) -> None:
-        if not sent:
-            return
-        t = cast(Table, OutboxMessage.__table__)
-        stmt = (
-            update(t)
-            .where(t.c.id == bindparam("b_id"), t.c.claim_token == token)
-            .values(
-                status=OutboxStatus.SENT.value,
-                provider_sid=bindparam("b_sid"),
-                delivery_status=bindparam("b_status"),
-                sent_at=bindparam("b_at"),
-                claim_token=None,
-                error=None,
-                error_code=None,
-            )
-        )
-        with transaction(self.sessions) as s:
-            s.connection().execute(stmt, sent)
-
-    def _finish(self, row_id: int, token: str, **values: object) -> bool:
-        return finish_claim(self.sessions, OutboxMessage, row_id, token, **values)
 
     def _send_one(
         self, row: OutboxMessage, token: str, opted_out: bool, sent: list[dict[str, object]]
     ) -> str:
         muni = self.config.get(row.municipality)
         if opted_out:
-            self._finish(row.id, token, status=OutboxStatus.SUPPRESSED.value, error="opted out")
+            outbox.suppressed(self.sessions, OutboxMessage, row.id, token, error="opted out")
             return "suppressed"
         sender = muni.sms.numbers[0]
         wait = self.limiter.reserve(
             sender, segments(row.body), muni.sms.rate_per_second, MAX_RATE_WAIT
         )
         if wait < 0:  # the sender is booked further ahead than we want to sleep: hand it back
-            self._finish(
+            outbox.requeued(
+                self.sessions,
+                OutboxMessage,
                 row.id,
                 token,
-                status=OutboxStatus.PENDING.value,
                 attempts=row.attempts - 1,
                 enqueued_at=None,
                 not_before=self.clock() + timedelta(seconds=-wait),
@@ -206,12 +182,13 @@ class Sender:
             with transaction(self.sessions) as s:
                 muni = self.config.get(row.municipality)
                 set_opt_out(s, Ctx(muni, now), row.phone, True, "provider:21610")
-            self._finish(
+            outbox.suppressed(
+                self.sessions,
+                OutboxMessage,
                 row.id,
                 token,
-                status=OutboxStatus.SUPPRESSED.value,
-                error_code=code,
                 error="recipient opted out at the provider",
+                error_code=code,
             )
             log.info(
                 "outbox %d: %s opted out at the provider (21610)", row.id, mask_phone(row.phone)
@@ -219,13 +196,14 @@ class Sender:
             return "suppressed"
         if exc.retryable and row.attempts < MAX_ATTEMPTS:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else backoff(row.attempts)
-            self._finish(
+            outbox.retry(
+                self.sessions,
+                OutboxMessage,
                 row.id,
                 token,
-                status=OutboxStatus.RETRY.value,
-                error_code=code,
-                error=str(exc)[:500],
                 not_before=now + delay,
+                error=str(exc)[:500],
+                error_code=code,
                 enqueued_at=None,
             )
             log.warning(
@@ -236,8 +214,8 @@ class Sender:
                 exc,
             )
             return "retry"
-        self._finish(
-            row.id, token, status=OutboxStatus.FAILED.value, error_code=code, error=str(exc)[:500]
+        outbox.failed(
+            self.sessions, OutboxMessage, row.id, token, error=str(exc)[:500], error_code=code
         )
         with transaction(self.sessions) as s:
             muni = self.config.get(row.municipality)
@@ -260,20 +238,11 @@ class Sender:
         """Reconcile stale claims and return the due rows that need (re)queueing."""
         now = self.clock()
         with self.sessions() as s:
-            stale = list(
-                s.scalars(
-                    select(OutboxMessage)
-                    .where(
-                        OutboxMessage.status == OutboxStatus.CLAIMED.value,
-                        OutboxMessage.claimed_at < now - self.claim_timeout,
-                    )
-                    .limit(limit)
-                )
-            )
+            stale = outbox.stale_claims(s, OutboxMessage, now, self.claim_timeout, limit)
         for row in stale:
             self._reconcile(row)
         with transaction(self.sessions) as s:
-            ids = due_for_queue(s, OutboxMessage, now, self.requeue_after, limit)
+            ids = outbox.due(s, OutboxMessage, now, self.requeue_after, limit)
         return ids
 
     def _reconcile(self, row: OutboxMessage) -> None:
@@ -288,10 +257,11 @@ class Sender:
             return
         token = row.claim_token or ""
         if sid:
-            done = self._finish(
+            done = outbox.sent(
+                self.sessions,
+                OutboxMessage,
                 row.id,
                 token,
-                status=OutboxStatus.SENT.value,
                 provider_sid=sid,
                 sent_at=self.clock(),
                 delivery_status="queued",
@@ -302,7 +272,7 @@ class Sender:
                 sid,
             )
         else:
-            done = self._finish(row.id, token, status=OutboxStatus.PENDING.value, enqueued_at=None)
+            done = outbox.requeued(self.sessions, OutboxMessage, row.id, token, enqueued_at=None)
             log.warning("outbox %d: worker died before sending: re-queued", row.id)
         if not done:
             log.info("outbox %d: reconciled by someone else meanwhile", row.id)
@@ -326,12 +296,7 @@ def record_delivery(
             and cand.status == OutboxStatus.CLAIMED.value
         ):
             row = cand
-            row.provider_sid, row.status, row.sent_at, row.claim_token = (
-                sid,
-                OutboxStatus.SENT.value,
-                now,
-                None,
-            )
+            outbox.sent_learnt(row, sid, now)
             log.warning("outbox %d: provider id %s learnt from its status callback", row.id, sid)
     if row is None:
         return None

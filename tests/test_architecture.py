@@ -120,3 +120,33 @@ def test_opt_out_is_read_and_written_in_one_place() -> None:
         if isinstance(node, ast.Name) and node.id == "OptOut"
     ]
     assert elsewhere == []
+
+
+def test_an_outbox_row_moves_only_through_cases_outbox() -> None:
+    """Texts and e-mails are created waiting (or suppressed) where they are written; every
+    later change of status is a named move of cases/outbox.py, checked against its table."""
+
+    def outbox_status(value: ast.AST) -> bool:
+        return any(isinstance(n, ast.Name) and n.id == "OutboxStatus" for n in ast.walk(value))
+
+    moves = []
+    for _, path, tree in _modules():
+        if path.relative_to(ROOT).as_posix() in ("cases/outbox.py", "cases/models.py"):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                created = isinstance(node.func, ast.Name) and node.func.id in (
+                    "OutboxMessage",
+                    "EmailMessage",
+                )
+                if not created and any(
+                    k.arg == "status" and outbox_status(k.value) for k in node.keywords
+                ):
+                    moves.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            elif (
+                isinstance(node, ast.Assign)
+                and outbox_status(node.value)
+                and any(isinstance(t, ast.Attribute) and t.attr == "status" for t in node.targets)
+            ):
+                moves.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert moves == []

@@ -21,13 +21,12 @@ from email.utils import format_datetime
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from cases import outbox
 from cases.db import transaction
-from cases.models import EmailMessage, OutboxStatus
-from cases.notify import MAX_ATTEMPTS, claim_rows, due_for_queue, finish_claim
-from cases.notify import backoff as notify_backoff
+from cases.models import EmailMessage
+from cases.outbox import MAX_ATTEMPTS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ DEFAULT_FROM = "Linea Diretta <noreply@localhost>"
 
 def backoff(attempts: int) -> timedelta:
     """30 s, 1 min, 2 min ... capped at 30 min."""
-    return notify_backoff(attempts, 30)
+    return outbox.backoff(attempts, 30)
 
 
 class MailError(Exception):
@@ -235,7 +234,7 @@ class EmailSender:
 
     def claim(self, ids: list[int]) -> tuple[str, list[EmailMessage]]:
         """Take these rows for this worker in one UPDATE ... RETURNING; others get nothing."""
-        return claim_rows(self.sessions, EmailMessage, ids, self.clock())
+        return outbox.claim(self.sessions, EmailMessage, ids, self.clock())
 
     def mime(self, row: EmailMessage) -> Mime:
         m = Mime()
@@ -249,9 +248,6 @@ class EmailSender:
         m.set_content(row.body)
         return m
 
-    def _finish(self, row_id: int, token: str, **values: object) -> bool:
-        return finish_claim(self.sessions, EmailMessage, row_id, token, **values)
-
     def send_ids(self, ids: list[int]) -> tuple[dict[str, int], list[tuple[int, timedelta]]]:
         """Send these rows; returns counts per outcome and (id, delay) of rows to retry."""
         token, rows = self.claim(ids)
@@ -263,8 +259,8 @@ class EmailSender:
         now = self.clock()
         for row, err in zip(rows, results, strict=True):
             if err is None:
-                self._finish(
-                    row.id, token, status=OutboxStatus.SENT.value, sent_at=now,
+                outbox.sent(
+                    self.sessions, EmailMessage, row.id, token, sent_at=now,
                     transport=self.transport.name, error=None,
                 )  # fmt: skip
                 outcome = "sent"
@@ -273,15 +269,15 @@ class EmailSender:
                 )
             elif err.temporary and row.attempts < MAX_ATTEMPTS:
                 delay = backoff(row.attempts)
-                self._finish(
-                    row.id, token, status=OutboxStatus.RETRY.value, error=str(err),
-                    not_before=now + delay, enqueued_at=now,
+                outbox.retry(
+                    self.sessions, EmailMessage, row.id, token, not_before=now + delay,
+                    error=str(err), enqueued_at=now,
                 )  # fmt: skip
                 retries.append((row.id, delay))
                 outcome = "retry"
                 log.warning("e-mail %d: %s; retry %d in %s", row.id, err, row.attempts, delay)
             else:
-                self._finish(row.id, token, status=OutboxStatus.FAILED.value, error=str(err))
+                outbox.failed(self.sessions, EmailMessage, row.id, token, error=str(err))
                 outcome = "failed"
                 log.error("e-mail %d (case %s): failed for good: %s", row.id, row.case_id, err)
             counts[outcome] = counts.get(outcome, 0) + 1
@@ -291,16 +287,8 @@ class EmailSender:
         """Rows to (re)queue: never queued (broker down), due retries, stale claims."""
         now = self.clock()
         with transaction(self.sessions) as s:
-            stale = s.execute(
-                update(EmailMessage)
-                .where(
-                    EmailMessage.status == OutboxStatus.CLAIMED.value,
-                    EmailMessage.claimed_at < now - self.claim_timeout,
-                )
-                .values(status=OutboxStatus.RETRY.value, claim_token=None, error="claim went stale")
-                .execution_options(synchronize_session=False)
-            )
-            if stale.rowcount:  # type: ignore[attr-defined]
-                log.warning("e-mail outbox: %d stale claims taken back", stale.rowcount)  # type: ignore[attr-defined]
-            ids = due_for_queue(s, EmailMessage, now, self.requeue_after, limit)
+            stale = outbox.stale(s, EmailMessage, now, self.claim_timeout)
+            if stale:
+                log.warning("e-mail outbox: %d stale claims taken back", stale)
+            ids = outbox.due(s, EmailMessage, now, self.requeue_after, limit)
         return ids

@@ -9,7 +9,6 @@ from flask import Blueprint, g, jsonify, request
 
 from api.openapi import spec
 from api.serialize import case_json, notification_json
-from cases.clock import utcnow
 from cases.errors import Forbidden, Invalid, NotFound
 from cases.models import Channel, Role, StaffNotification, User
 from cases.services import (
@@ -191,6 +190,6 @@ def notification_read(nid: int) -> Any:
     n = s.get(StaffNotification, nid)
     if n is None or n.user_id != _user().id:
         raise NotFound(f"no notification {nid}")
-    n.read_at = n.read_at or utcnow()
+    n.read_at = n.read_at or runtime().clock()
     s.commit()
     return jsonify(notification_json(n, _ctx()))

@@ -43,7 +43,6 @@ from cases.auth import (
     session_user,
     start_session,
 )
-from cases.clock import utcnow
 from cases.config import Municipality
 from cases.errors import DomainError, Invalid, NotFound
 from cases.gsm import is_gsm7, segments
@@ -183,7 +182,7 @@ def _inject() -> dict[str, Any]:
         "csrf_token": generate_csrf,
         "category_name": _category_name,
         "office_name": _office_name,
-        "now": utcnow(),
+        "now": runtime().clock(),
         "nav": _nav(u) if u else [],
         "spooled": _spooled() if u else None,
     }
@@ -192,7 +191,7 @@ def _inject() -> dict[str, Any]:
 def _spooled() -> Any:
     """This host's spool, for the banner that tells staff contacts are waiting for a number."""
     try:
-        return runtime().spool.stats(utcnow())
+        return runtime().spool.stats(runtime().clock())
     except Exception as exc:  # the banner must never break a page
         log.warning("console: spool unreadable: %s", exc.__class__.__name__)
         return None
@@ -240,7 +239,7 @@ def _load_login() -> Any:
     if request.endpoint in _PUBLIC_ENDPOINTS:
         return None
     s = db()
-    found = session_user(s, session.get("sid", ""), utcnow(), policy())
+    found = session_user(s, session.get("sid", ""), runtime().clock(), policy())
     if found is None:
         had = "sid" in session
         session.pop("sid", None)
@@ -317,7 +316,7 @@ def login() -> Any:
         message = t("too_many_logins", seconds=f"{wait:.0f}")
         return render_template("console/login.html", munis=munis, error=message, next=None), 429
     s = db()
-    now = utcnow()
+    now = runtime().clock()
     try:
         u = check_login(s, code, name, password, now)
     except Invalid:
@@ -340,7 +339,7 @@ def login() -> Any:
 @bp.post("/logout")
 def logout() -> Any:
     s = db()
-    end_session(s, session.get("sid", ""), utcnow())
+    end_session(s, session.get("sid", ""), runtime().clock())
     s.commit()
     log.info("console logout: %s", user().name)
     session.clear()
@@ -376,7 +375,7 @@ def password() -> Any:
     s = db()
     try:
         change_password(
-            s, user(), f.get("current", ""), f.get("new", ""), utcnow(), g.staff_session
+            s, user(), f.get("current", ""), f.get("new", ""), runtime().clock(), g.staff_session
         )
     except Invalid:
         s.commit()  # the failure count (and any lockout) must stick
@@ -397,7 +396,7 @@ def home() -> Any:
 
 
 def _csv_response(cases: list[Case], filename: str) -> Response:
-    tz, now = muni().tz, utcnow()
+    tz, now = muni().tz, runtime().clock()
     columns = [
         "protocol",
         "registered_at",
@@ -735,7 +734,7 @@ def notifications_json() -> Any:
 @bp.post("/notifications/read")
 def notifications_read() -> Any:
     s = db()
-    now = utcnow()
+    now = runtime().clock()
     nid = request.form.get("id")
     q = select(StaffNotification).where(
         StaffNotification.user_id == user().id, StaffNotification.read_at.is_(None)
@@ -817,14 +816,14 @@ def answer_update(aid: int) -> Any:
 def dashboard() -> Any:
     queues.require_role(user(), queues.STATS_ROLES, "statistics are for supervisors")
     tz = muni().tz
-    today = utcnow().astimezone(tz).date()
+    today = runtime().clock().astimezone(tz).date()
     end = date_arg("to") or today
     start = date_arg("from") or (end - timedelta(weeks=12))
     if start > end:
         raise Invalid("'from' must not be after 'to'")
     if (end - start).days > 3 * 366:
         raise Invalid("the period may be at most three years")
-    data = compute(db(), muni().code, start=start, end=end, now=utcnow(), tz=tz)
+    data = compute(db(), muni().code, start=start, end=end, now=runtime().clock(), tz=tz)
     if request.args.get("format") == "csv":
         return _dashboard_csv(data)
     return render_template("console/dashboard.html", d=data, start=start, end=end)
@@ -848,7 +847,7 @@ def register_download() -> Any:
     queues.require_role(
         user(), queues.REGISTER_ROLES, "the daily register is for URP staff and supervisors"
     )
-    day = date_arg("date") or utcnow().astimezone(muni().tz).date()
+    day = date_arg("date") or runtime().clock().astimezone(muni().tz).date()
     rows = daily_register(db(), muni(), day)
     body = to_csv(REGISTER_COLUMNS, rows)
     log.info("daily register %s of %s downloaded by %s", day, muni().code, user().name)

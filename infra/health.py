@@ -10,7 +10,6 @@ import redis
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
-from cases.clock import utcnow
 from infra.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ def healthz() -> Any:
     else:
         checks["broker"] = "embedded"
     try:
-        spooled = rt.spool.stats(utcnow())
+        spooled = rt.spool.stats(runtime().clock())
     except Exception as exc:  # the host's disk: nothing can be kept while the DB is away
         log.error("healthz: spool unusable: %s", exc.__class__.__name__)
         spooled = None
@@ -64,7 +63,7 @@ def healthz() -> Any:
 @bp.get("/metrics")
 def metrics() -> Any:
     """What an operator alerts on."""
-    spooled = runtime().spool.stats(utcnow())
+    spooled = runtime().spool.stats(runtime().clock())
     lines = [
         "# HELP lineadiretta_spool_depth Contacts in this host's spool, waiting for the register.",
         "# TYPE lineadiretta_spool_depth gauge",

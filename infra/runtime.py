@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -18,6 +19,7 @@ from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from cases.clock import utcnow
 from cases.config import Config
 from infra.provider import SmsProvider, provider_from_config
 from infra.ratelimit import Limiter, LocalLimiter, RedisLimiter
@@ -37,6 +39,8 @@ class Runtime:
     settings: Mapping[str, Any]  # the app's settings, as read from the environment
     spool: Spool
     drainer: Drainer
+    # the one clock of the process: every request, task and spooled contact reads it
+    clock: Callable[[], datetime] = utcnow
     _built: dict[str, Any] = field(default_factory=dict, repr=False)
     # re-entrant: what one build needs (the sender needs the provider) is built inside it
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)

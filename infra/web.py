@@ -13,7 +13,6 @@ from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from cases.clock import utcnow
 from cases.config import Municipality
 from cases.db import database_away
 from cases.errors import DomainError, Forbidden, IllegalTransition, Invalid, NotFound
@@ -38,7 +37,7 @@ def public_base_url() -> str:
 
 
 def ctx_for(muni: Municipality) -> Ctx:
-    return Ctx(muni=muni, now=utcnow(), base_url=public_base_url())
+    return Ctx(muni=muni, now=runtime().clock(), base_url=public_base_url())
 
 
 def _teardown(_exc: BaseException | None) -> None:
@@ -152,7 +151,7 @@ def keep_while_away(kind: str, key: str, municipality: str, payload: dict[str, A
     is away; the drainer registers it when the register answers. False when it was already
     kept (a provider's retry)."""
     rt = runtime()
-    kept: bool = rt.spool.append(kind, key, municipality, payload, utcnow())
+    kept: bool = rt.spool.append(kind, key, municipality, payload, runtime().clock())
     rt.drainer.wake()
     log.warning(
         "%s %s: the register is away; %s in this host's spool",

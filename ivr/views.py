@@ -16,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.datastructures import MultiDict
 
-from cases.clock import utcnow
 from cases.config import Municipality
 from cases.errors import Invalid
 from cases.models import Call, CallStep
@@ -211,7 +210,7 @@ def _durable(
         log.info("call %s: %s repeated by the provider, same answer", sid, step)
         return twiml(prior.response)
     call = s.get(Call, sid, with_for_update=True)
-    now = utcnow()
+    now = runtime().clock()
     if call is None and snap is not None:
         # the call began while the register was away: Redis knew it, the database learns it now
         call = _row_from(sid, snap, now)
@@ -397,7 +396,7 @@ def apply_spooled_call(app: Flask, item: SpoolItem) -> None:
     snap = Snapshot.loads(p["snapshot"]) if p.get("snapshot") else None
     with app.app_context():
         s = db()
-        now = utcnow()
+        now = runtime().clock()
         call = s.get(Call, sid, with_for_update=True)
         if call is None:
             if snap is None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.views import bp as api_bp
+from cases.clock import utcnow
 from cases.config import ConfigError, load_config
 from cases.db import database_away, default_database_url, make_engine, make_sessionmaker
 from console.views import bp as console_bp
@@ -42,8 +44,10 @@ log = logging.getLogger(__name__)
 SMTP_KEYS = ("SMTP_URL", "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_FROM")
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app from the environment (and, in tests, overrides)."""
+def create_app(
+    test_config: dict[str, Any] | None = None, *, clock: Callable[[], datetime] | None = None
+) -> Flask:
+    """Build the app from the environment (and, in tests, overrides and the clock)."""
     setup_logging(os.environ.get("LOG_LEVEL", "INFO"))
     app = Flask(
         __name__, instance_path=os.path.abspath(os.environ.get("INSTANCE_PATH", "instance"))
@@ -51,7 +55,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.url_map.converters["int"] = IdConverter  # before any route is added
     _settings(app, test_config)
     _public_address(app)
-    _runtime(app).install(app)
+    _runtime(app, clock or utcnow).install(app)
     web.init_app(app)
     # CSRF is checked only where the console asks for it (webhooks and APIs carry no cookies).
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)
@@ -105,7 +109,7 @@ def _settings(app: Flask, test_config: dict[str, Any] | None) -> None:
         raise ConfigError(f"SMTP settings: {exc}") from None
 
 
-def _runtime(app: Flask) -> Runtime:
+def _runtime(app: Flask, clock: Callable[[], datetime]) -> Runtime:
     """The config, the database, and this host's spool with the drainer that hands each kind
     of kept contact to its channel."""
     config = app.config["LD_CONFIG"] or load_config(app.config["CONFIG_PATH"])
@@ -131,6 +135,7 @@ def _runtime(app: Flask) -> Runtime:
         settings=app.config,
         spool=spool,
         drainer=drainer,
+        clock=clock,
     )
 
 

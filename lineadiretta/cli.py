@@ -23,7 +23,6 @@ from werkzeug.serving import run_simple
 
 from cases.apikeys import create_api_key
 from cases.auth import end_all_sessions, set_password
-from cases.clock import utcnow
 from cases.config import ConfigError, Municipality, load_config
 from cases.db import default_database_url, transaction
 from cases.errors import DomainError
@@ -142,7 +141,7 @@ def _first_admin(app: Flask) -> None:
             return
         muni = rt.config.municipality[0]
         user, token = create_user(
-            s, Ctx(muni, utcnow()), "admin", "admin", full_name="Amministratore"
+            s, Ctx(muni, runtime(app).clock()), "admin", "admin", full_name="Amministratore"
         )
         password = secrets.token_urlsafe(12)
         set_password(user, password)
@@ -260,7 +259,14 @@ def user_add(
     try:
         with transaction(runtime(app).sessions) as s:
             user, token = create_user(
-                s, Ctx(muni, utcnow()), name, role, office, full_name, phone=phone, email=email
+                s,
+                Ctx(muni, runtime(app).clock()),
+                name,
+                role,
+                office,
+                full_name,
+                phone=phone,
+                email=email,
             )
             if password_stdin:
                 set_password(user, _read_password())
@@ -289,7 +295,7 @@ def apikey_add(name: str, municipality: str | None) -> None:
     muni = _muni(app, municipality)
     try:
         with transaction(runtime(app).sessions) as s:
-            _, key = create_api_key(s, Ctx(muni, utcnow()), name)
+            _, key = create_api_key(s, Ctx(muni, runtime(app).clock()), name)
     except DomainError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created Open311 API key {name!r} for {muni.code} (jurisdiction_id {muni.code})")
@@ -322,7 +328,7 @@ def user_password(name: str, municipality: str | None) -> None:
             if user is None:
                 raise click.ClickException(f"no user {name!r} in {muni.code}")
             set_password(user, password)
-            end_all_sessions(s, user, utcnow())
+            end_all_sessions(s, user, runtime(app).clock())
     except DomainError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"password set for {name} in {muni.code}")

@@ -17,7 +17,6 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from cases.apikeys import MAX_KEY_LENGTH, api_key_by_hash, api_key_by_plaintext
-from cases.clock import utcnow
 from cases.config import Config, Municipality
 from cases.models import ApiKey, Case
 from cases.notify import Ctx
@@ -112,7 +111,7 @@ def _config() -> Config:
 
 def _key(required: bool) -> ApiKey | None:
     plaintext = _key_value()
-    key = api_key_by_plaintext(db(), plaintext, utcnow()) if plaintext else None
+    key = api_key_by_plaintext(db(), plaintext, runtime().clock()) if plaintext else None
     if key is None and (plaintext or required):
         raise Open311Error(403, "api_key is missing or not valid")
     return key
@@ -306,7 +305,7 @@ def register_spooled_request(app: Flask, item: SpoolItem) -> None:
             return
         if case_by_intake_key(s, muni, p["intake"]) is not None:
             return  # registered by an earlier try
-        ctx = Ctx(muni, utcnow(), runtime(app).public_base_url or "")
+        ctx = Ctx(muni, runtime().clock(), runtime(app).public_base_url or "")
         req = NewRequest(**p["request"])
         try:
             case = submit_request(

@@ -10,7 +10,6 @@ from flask import Blueprint, Flask, request
 from sqlalchemy.exc import IntegrityError
 from twilio.twiml.messaging_response import MessagingResponse
 
-from cases.clock import utcnow
 from cases.config import Municipality
 from cases.errors import Invalid
 from cases.notify import Ctx
@@ -123,7 +122,7 @@ def register_spooled_text(app: Flask, item: SpoolItem) -> None:
     muni = runtime(app).config.get(item.municipality)
     with app.app_context():
         s = db()
-        ctx = Ctx(muni, utcnow(), item.payload["base_url"])
+        ctx = Ctx(muni, runtime().clock(), item.payload["base_url"])
         try:
             outcome = register_spooled(s, ctx, msg)
             after_commit(s)
@@ -150,7 +149,7 @@ def status() -> Any:
     s = db()
     error = f.get("ErrorCode") or None
     try:
-        row = record_delivery(s, sid, state, error, utcnow(), oid)
+        row = record_delivery(s, sid, state, error, runtime().clock(), oid)
         s.commit()
     except Exception as exc:
         if not went_away(exc):

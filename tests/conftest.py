@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,34 @@ def ctx(muni: Municipality) -> Ctx:
     return Ctx(muni=muni, now=datetime.now(UTC), base_url="https://comune.example.it")
 
 
-def make_app(db_url: str, config: Config, tmp_path: Path) -> Flask:
+class Clock:
+    """The clock a test gives the app: set to `t`, it runs on from there as time passes (a
+    contact kept in the spool is registered a little later than it arrived)."""
+
+    def __init__(self, t: datetime) -> None:
+        self.t = t
+
+    @property
+    def t(self) -> datetime:
+        return self._set + timedelta(seconds=time.monotonic() - self._at)
+
+    @t.setter
+    def t(self, value: datetime) -> None:
+        self._set, self._at = value, time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> Clock | None:
+    """The app's clock: the real one, unless a test module gives its own (a `clock` fixture)."""
+    return None
+
+
+def make_app(
+    db_url: str, config: Config, tmp_path: Path, clock: Callable[[], datetime] | None = None
+) -> Flask:
     """The app as the tests run it: on `db_url`, no broker, the spool under `tmp_path`."""
     from lineadiretta.app import create_app
 
@@ -174,23 +202,26 @@ def make_app(db_url: str, config: Config, tmp_path: Path) -> Flask:
             "TWILIO_ACCOUNT_SID": None,
             "SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
             "SPOOL_DRAIN_THREAD": False,  # tests drain with runtime(app).drainer
-        }
+        },
+        clock=clock,
     )
     app.instance_path = str(tmp_path / "instance")
     return app
 
 
 @pytest.fixture
-def app(db_url: str, config: Config, tmp_path: Path) -> Iterator[Flask]:
+def app(db_url: str, config: Config, tmp_path: Path, clock: Clock | None) -> Iterator[Flask]:
     from infra.runtime import runtime
 
-    app = make_app(db_url, config, tmp_path)
+    app = make_app(db_url, config, tmp_path, clock)
     yield app
     runtime(app).engine.dispose()
 
 
 @pytest.fixture
-def proxied(pg_url: str, config: Config, tmp_path: Path) -> Iterator[tuple[Flask, Any]]:
+def proxied(
+    pg_url: str, config: Config, tmp_path: Path, clock: Clock | None
+) -> Iterator[tuple[Flask, Any]]:
     """The app on the real PostgreSQL through a proxy the test can cut (`proxy.cut()`) and
     restore: the register "away" without touching the shared server."""
     from sqlalchemy.engine import make_url
@@ -202,7 +233,7 @@ def proxied(pg_url: str, config: Config, tmp_path: Path) -> Iterator[tuple[Flask
     target = make_url(pg_url)
     with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
         url = target.set(port=proxy.port).render_as_string(hide_password=False)
-        app = make_app(url, config, tmp_path)
+        app = make_app(url, config, tmp_path, clock)
         yield app, proxy
         runtime(app).engine.dispose()
 

@@ -150,3 +150,17 @@ def test_an_outbox_row_moves_only_through_cases_outbox() -> None:
             ):
                 moves.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert moves == []
+
+
+def test_the_time_is_read_from_the_clock_the_app_is_given() -> None:
+    """Above the domain, nothing reads the wall clock itself: `runtime().clock` (the domain is
+    handed the time in its Ctx)."""
+    own = ("infra/runtime.py", "lineadiretta/app.py", "cases/clock.py")  # where the default is
+    reads = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for _, path, tree in _modules()
+        if path.relative_to(ROOT).as_posix() not in own
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and node.id == "utcnow"
+    ]
+    assert reads == []

@@ -57,6 +57,9 @@ def test_db_allows_working_fields_to_change(
         s.execute(text("UPDATE cases SET category = 'verde' WHERE id = :id"), {"id": registered})
         # rewriting a registered field with its own value is not a change
         s.execute(text("UPDATE cases SET number = number WHERE id = :id"), {"id": registered})
+    with sessions() as s:
+        row = s.get(Case, registered)
+        assert row is not None and row.category == "verde" and row.number == 1
 
 
 def test_orm_update_of_registered_field_is_refused(

@@ -17,7 +17,7 @@ from cases.config import Municipality
 from cases.models import Attachment, Call, CallStep, Case, OutboxMessage, StaffNotification
 from infra.runtime import runtime
 from ivr.simulator import CallLog, Switchboard
-from tests.conftest import Staff, redis_call_store, signed_post
+from tests.conftest import Clock, Staff, redis_call_store, signed_post
 
 CALLER = "+393331234567"
 IN_HOURS = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)  # Tuesday 10:30 in Rome
@@ -34,11 +34,10 @@ def app(request: pytest.FixtureRequest, app: Flask) -> Iterator[Flask]:
         yield app
 
 
-@pytest.fixture(autouse=True)
-def clock(monkeypatch: pytest.MonkeyPatch) -> dict[str, datetime]:
-    now = {"t": IN_HOURS}
-    monkeypatch.setattr("infra.web.utcnow", lambda: now["t"])
-    return now
+@pytest.fixture
+def clock() -> Clock:
+    """The app's clock: in office hours, until a test moves it."""
+    return Clock(IN_HOURS)
 
 
 def transport(client: FlaskClient) -> Any:
@@ -207,18 +206,18 @@ def test_nobody_answers_so_the_caller_leaves_a_message(
 
 
 def test_out_of_hours_goes_to_voicemail(
-    app: Flask, client: FlaskClient, muni: Municipality, clock: dict[str, datetime]
+    app: Flask, client: FlaskClient, muni: Municipality, clock: Clock
 ) -> None:
-    clock["t"] = OUT_OF_HOURS
+    clock.t = OUT_OF_HOURS
     log = call(client, muni, "3", "chiamo per un albero caduto in via dei Pini")
     assert "uffici sono chiusi" in log.text and "dialling" not in log.text
     assert len(all_cases(app)) == 1
 
 
 def test_queue_when_no_operator_numbers(
-    app: Flask, client: FlaskClient, config: Any, clock: dict[str, datetime]
+    app: Flask, client: FlaskClient, config: Any, clock: Clock
 ) -> None:
-    clock["t"] = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)  # Valfiorita opens on Wednesdays
+    clock.t = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)  # Valfiorita opens on Wednesdays
     other = config.municipality[1]
     if other.voice.operator_numbers:
         other = other.model_copy(
@@ -245,12 +244,12 @@ def test_english(app: Flask, client: FlaskClient, muni: Municipality) -> None:
 
 
 def test_wrong_keys_and_silence_repeat_then_no_dead_end(
-    app: Flask, client: FlaskClient, muni: Municipality, clock: dict[str, datetime]
+    app: Flask, client: FlaskClient, muni: Municipality, clock: Clock
 ) -> None:
     log = call(client, muni, "7", "", "8", dial_result="completed")
     assert log.text.count("Non ho capito") == 1 and log.text.count("Non ho sentito") == 1
     assert "La passo a un operatore" in log.text and "[dialling" in log.text
-    clock["t"] = OUT_OF_HOURS
+    clock.t = OUT_OF_HOURS
     log = call(client, muni, "", "", "")
     assert log.text.count("Non ho sentito") == 2  # repeated up to the limit...
     assert "La passo" not in log.text and log.text.endswith(

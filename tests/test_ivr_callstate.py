@@ -20,16 +20,17 @@ from cases.models import Call, CallStep, Case
 from infra.runtime import runtime
 from ivr.callstate import CallStore, Snapshot
 from ivr.simulator import Switchboard
-from tests.conftest import redis_call_store, signed_post
+from tests.conftest import Clock, redis_call_store, signed_post
 
 pytestmark = pytest.mark.redis
 CALLER = "+393331234567"
 IN_HOURS = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("infra.web.utcnow", lambda: IN_HOURS)
+@pytest.fixture
+def clock() -> Clock:
+    """The app's clock: in office hours."""
+    return Clock(IN_HOURS)
 
 
 @pytest.fixture

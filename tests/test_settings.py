@@ -74,3 +74,26 @@ def test_one_provider_client_per_process_and_twiml_from_the_builder(app: Any) ->
     r = signed_post(app.test_client(), "/sms/inbound", form)
     assert r.status_code == 404
     assert ET.fromstring(r.get_data()).tag == "Response" and b"--" not in r.get_data()
+
+
+def test_the_app_reads_one_clock_it_is_given(db_url: str, config: Any, tmp_path: Any) -> None:
+    """Problem 9: the clock is injected, not patched: what a request stamps, what a spooled
+    contact records and what the workers' senders read all come from the clock the app was
+    given."""
+    from datetime import UTC, datetime
+
+    from infra.runtime import runtime
+    from infra.web import ctx_for, keep_while_away
+    from tests.conftest import Clock, make_app
+    from workers.tasks import email_sender, sender
+
+    clock = Clock(datetime(2031, 5, 6, 7, 8, tzinfo=UTC))
+    app = make_app(db_url, config, tmp_path, clock)
+    muni = runtime(app).config.municipality[0]
+    with app.test_request_context("/sms/inbound", method="POST"):
+        assert abs((ctx_for(muni).now - clock.t).total_seconds()) < 5
+        keep_while_away("sms", "SM1", muni.code, {})
+        (item,) = runtime(app).spool.pending()
+        assert item.received_at.year == 2031
+        assert sender().clock is email_sender().clock is runtime(app).clock is clock
+    runtime(app).engine.dispose()

@@ -22,7 +22,7 @@ from infra.runtime import runtime
 from ivr.callstate import CallStore
 from ivr.prompts import prompt
 from ivr.simulator import HANGUP, Switchboard
-from tests.conftest import redis_call_store
+from tests.conftest import Clock, redis_call_store
 from tests.fakes.tcpproxy import TcpProxy
 from tests.test_ivr_callstate import CALLER, Recorder
 
@@ -30,9 +30,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 IN_HOURS = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("infra.web.utcnow", lambda: IN_HOURS)
+@pytest.fixture
+def clock() -> Clock:
+    """The app's clock: in office hours."""
+    return Clock(IN_HOURS)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from celery import shared_task
 from flask import current_app
 from sqlalchemy import or_, select
 
-from cases.clock import utcnow
 from cases.db import transaction
 from cases.models import Attachment, Case
 from cases.notify import Ctx
@@ -41,7 +40,7 @@ def flag_overdue(self: object) -> int:
     holder = _holder()
     flagged = 0
     for muni in rt.config.municipality:
-        now = utcnow()
+        now = runtime().clock()
         with transaction(rt.sessions) as s:
             if not take_lease(s, f"overdue:{muni.code}", holder, now, timedelta(minutes=10)):
                 log.info("overdue %s: another worker holds the lease, skipping", muni.code)
@@ -68,7 +67,7 @@ def sender() -> Sender:
             provider=rt.provider,
             limiter=rt.limiter,
             callback_base=rt.public_base_url,
-            clock=utcnow,
+            clock=runtime().clock,
             claim_timeout=timedelta(seconds=rt.settings["SMS_CLAIM_TIMEOUT_SECONDS"]),
             requeue_after=timedelta(seconds=rt.settings["SMS_REQUEUE_SECONDS"]),
         ),
@@ -114,7 +113,7 @@ def email_sender() -> EmailSender:
         sessions=runtime().sessions,
         transport=transport_from_config(cfg),
         sender=mail_sender(cfg),
-        clock=utcnow,
+        clock=runtime().clock,
     )
 
 
@@ -207,7 +206,7 @@ def _recording_ready(s: Any, att: Attachment, case: Case) -> str:
     if text:
         system_step(
             s,
-            Ctx(muni, utcnow()),
+            Ctx(muni, runtime().clock()),
             case,
             "transcript",
             Outcome(None, note=text, data={"attachment": att.id, "backend": backend.name}),

@@ -29,6 +29,7 @@ from cases.models import EmailMessage, OutboxMessage, OutboxStatus
 
 Row = TypeVar("Row", OutboxMessage, EmailMessage)
 Model = type[OutboxMessage] | type[EmailMessage]
+Sessions = sessionmaker[Session]
 
 S = OutboxStatus
 MOVES: Mapping[OutboxStatus, frozenset[OutboxStatus]] = {
@@ -130,55 +131,34 @@ def _move(
         return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
-def sent(
-    sessions: sessionmaker[Session], model: Model, row_id: int, token: str, **values: object
-) -> bool:
+def sent(sessions: Sessions, model: Model, row_id: int, token: str, **values: object) -> bool:
     """The provider (or the mail server) took it: `values` record how (its id, when)."""
     return _move(sessions, model, row_id, token, S.SENT, **values)
 
 
 def retry(
-    sessions: sessionmaker[Session],
+    sessions: Sessions,
     model: Model,
     row_id: int,
     token: str,
     not_before: datetime,
-    error: str,
     **values: object,
 ) -> bool:
-    """It failed for now: tried again from `not_before`."""
-    return _move(
-        sessions, model, row_id, token, S.RETRY, not_before=not_before, error=error, **values
-    )
+    """It failed for now (`values` say why): tried again from `not_before`."""
+    return _move(sessions, model, row_id, token, S.RETRY, not_before=not_before, **values)
 
 
-def failed(
-    sessions: sessionmaker[Session],
-    model: Model,
-    row_id: int,
-    token: str,
-    error: str,
-    **values: object,
-) -> bool:
-    """It failed for good: staff see it."""
-    return _move(sessions, model, row_id, token, S.FAILED, error=error, **values)
+def failed(sessions: Sessions, model: Model, row_id: int, token: str, **values: object) -> bool:
+    """It failed for good (`values` say why): staff see it."""
+    return _move(sessions, model, row_id, token, S.FAILED, **values)
 
 
-def suppressed(
-    sessions: sessionmaker[Session],
-    model: Model,
-    row_id: int,
-    token: str,
-    error: str,
-    **values: object,
-) -> bool:
+def suppressed(sessions: Sessions, model: Model, row_id: int, token: str, **values: object) -> bool:
     """Not to be sent at all (the citizen opted out): final."""
-    return _move(sessions, model, row_id, token, S.SUPPRESSED, error=error, **values)
+    return _move(sessions, model, row_id, token, S.SUPPRESSED, **values)
 
 
-def requeued(
-    sessions: sessionmaker[Session], model: Model, row_id: int, token: str, **values: object
-) -> bool:
+def requeued(sessions: Sessions, model: Model, row_id: int, token: str, **values: object) -> bool:
     """Handed back unsent (its sender booked too far ahead; its worker died before sending):
     waiting again, its attempt not held against it when `values` say so."""
     return _move(sessions, model, row_id, token, S.PENDING, **values)

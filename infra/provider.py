@@ -132,10 +132,11 @@ class SmsProvider(Protocol):
     def fetch_media(self, url: str, max_bytes: int) -> tuple[bytes, str]: ...
 
 
-class _RecordingHttpClient(TwilioHttpClient):
-    """Keeps the last response per thread, so a 429's Retry-After header can be read."""
+class RecordingHttpClient(TwilioHttpClient):
+    """Keeps the last response per thread, so a 429's Retry-After header can be read (the
+    official client's own `last_response` is shared by all threads)."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float | None) -> None:
         super().__init__(pool_connections=True, timeout=timeout)
         self._local = threading.local()
 
@@ -165,7 +166,7 @@ class TwilioProvider:
         self.allow_private_media = allow_private_media
         self.timeout = timeout
         self.auth_token = auth_token
-        self._http = _RecordingHttpClient(timeout)
+        self._http = RecordingHttpClient(timeout)
         self.client = Client(account_sid, auth_token, http_client=self._http)
         if base_url:
             self.client.api.base_url = base_url.rstrip("/")

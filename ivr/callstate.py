@@ -69,6 +69,16 @@ class Snapshot:
     def turn(self) -> int:
         return int(self.state.get("turn", 0))
 
+    def call_fields(self) -> dict[str, Any]:
+        """The fields of a call (row or NavCall) that the snapshot holds, its state apart."""
+        return {
+            "municipality": self.municipality,
+            "from_phone": self.from_phone,
+            "to_phone": self.to_phone,
+            "language": self.language,
+            "case_id": self.case_id,
+        }
+
     def dumps(self) -> str:
         return json.dumps(
             {

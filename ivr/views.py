@@ -87,13 +87,7 @@ def _from_redis(
 def _nav_call(sid: str, snap: Snapshot, turn: int) -> NavCall:
     """The call as its snapshot has it, one turn on from `turn` (or the snapshot's own)."""
     return NavCall(
-        call_sid=sid,
-        municipality=snap.municipality,
-        from_phone=snap.from_phone,
-        to_phone=snap.to_phone,
-        language=snap.language,
-        case_id=snap.case_id,
-        state={**snap.state, "turn": max(snap.turn, turn) + 1},
+        call_sid=sid, **snap.call_fields(), state={**snap.state, "turn": max(snap.turn, turn) + 1}
     )
 
 
@@ -274,15 +268,7 @@ def _durable(
 
 def _row_from(sid: str, snap: Snapshot, now: datetime) -> Call:
     return Call(
-        call_sid=sid,
-        municipality=snap.municipality,
-        from_phone=snap.from_phone,
-        to_phone=snap.to_phone,
-        language=snap.language,
-        case_id=snap.case_id,
-        state=dict(snap.state),
-        started_at=now,
-        updated_at=now,
+        call_sid=sid, **snap.call_fields(), state=dict(snap.state), started_at=now, updated_at=now
     )
 
 

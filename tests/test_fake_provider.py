@@ -15,7 +15,7 @@ bodies, ``TwilioServiceException`` (``.status``, ``.code``, ``.title``, ``.detai
 fetch page", response)`` with neither ``.status`` nor ``.code``. None carries the response
 headers, so a 429's ``Retry-After`` is only reachable through the http client:
 ``TwilioHttpClient`` keeps the last response in ``_test_only_last_response`` (one attribute
-shared by all threads), so the product, like ``RecordingHttpClient`` below, subclasses it to
+shared by all threads), so the product subclasses it (``infra.provider.RecordingHttpClient``) to
 keep the last response per thread and reads ``last.headers["Retry-After"]`` after catching
 the exception.
 """
@@ -33,11 +33,10 @@ from urllib.parse import parse_qsl
 import pytest
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
-from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from infra.provider import RecordingHttpClient
 from tests.fakes.provider import FakeProvider, FakeProviderProcess, segments
 
 SID = "AC" + "0" * 32
@@ -45,23 +44,6 @@ TOKEN = "tok"
 CITIZEN = "+393331234567"
 OTHER = "+393339876543"
 COMUNE = "+390612345678"
-
-
-class RecordingHttpClient(TwilioHttpClient):
-    """Keeps the last response per thread: the only way to a 429's Retry-After header."""
-
-    def __init__(self, timeout: float | None = 5.0) -> None:
-        super().__init__(timeout=timeout)
-        self._local = threading.local()
-
-    def request(self, *args: Any, **kwargs: Any) -> Response:
-        response = super().request(*args, **kwargs)
-        self._local.last = response
-        return response
-
-    @property
-    def last(self) -> Response | None:
-        return getattr(self._local, "last", None)
 
 
 @pytest.fixture(autouse=True)

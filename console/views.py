@@ -46,6 +46,7 @@ from cases.auth import (
 from cases.config import Municipality
 from cases.errors import DomainError, Invalid, NotFound
 from cases.gsm import is_gsm7, segments
+from cases.i18n import N_, translate
 from cases.models import (
     Attachment,
     Case,
@@ -80,7 +81,6 @@ from cases.workflow import (
     reply_preview,
     visible_to,
 )
-from console.i18n import translate
 from infra.dispatch import after_commit
 from infra.inputs import whole_number
 from infra.provider import SendError
@@ -171,6 +171,7 @@ def _inject() -> dict[str, Any]:
     u = g.get("user")
     return {
         "t": t,
+        "N_": N_,
         "lang": lang(),
         "me": u,
         "muni": muni() if u else None,
@@ -214,17 +215,17 @@ def _nav(u: User) -> list[tuple[str, str]]:
     role = Role(u.role)
     items: list[tuple[str, str]] = []
     if role in queues.TRIAGE_ROLES:
-        items.append(("console.triage", "triage"))
+        items.append(("console.triage", N_("triage")))
     if role in queues.OFFICE_ROLES:
-        items.append(("console.office", "office_queue"))
+        items.append(("console.office", N_("office_queue")))
     if role in queues.OWN_CASE_ROLES:
-        items.append(("console.mine", "my_cases"))
-    items.append(("console.search", "search"))
+        items.append(("console.mine", N_("my_cases")))
+    items.append(("console.search", N_("search")))
     if role in answers.KEEPERS:
-        items.append(("console.answers_list", "answers"))
+        items.append(("console.answers_list", N_("answers")))
     if role in queues.STATS_ROLES:
-        items.append(("console.dashboard", "dashboard"))
-    items.append(("console.notifications", "notifications"))
+        items.append(("console.dashboard", N_("dashboard")))
+    items.append(("console.notifications", N_("notifications")))
     return items
 
 
@@ -313,7 +314,7 @@ def login() -> Any:
     wait = over_limit(f"login:{request.remote_addr}", per_minute)
     if wait is not None:
         log.warning("console login from %s refused: too many attempts", request.remote_addr)
-        message = t("too_many_logins", seconds=f"{wait:.0f}")
+        message = t("too_many_logins", seconds=round(wait))
         return render_template("console/login.html", munis=munis, error=message, next=None), 429
     s = db()
     now = runtime().clock()
@@ -371,7 +372,7 @@ def password() -> Any:
     wait = over_limit(f"login:{request.remote_addr}", per_minute)
     if wait is not None:
         log.warning("console password change by %s refused: too many attempts", user().name)
-        return _page_error(429, t("too_many_logins", seconds=f"{wait:.0f}"))
+        return _page_error(429, t("too_many_logins", seconds=round(wait)))
     s = db()
     try:
         change_password(

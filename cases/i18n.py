@@ -1,0 +1,48 @@
+"""The product's own words in Italian and English, from gettext catalogues.
+
+A translator edits `cases/translations/<language>/LC_MESSAGES/messages.po`. `pybabel extract
+-F babel.cfg -k t -k N_ -k translate:2 -o messages.pot .` finds every word the code and the
+templates ask for, and `pybabel update -i messages.pot -d cases/translations` adds the new
+ones to each catalogue (tests/test_i18n.py fails while one lacks a word). The message ids are
+keys (`login`, `spool_banner`), so that a change of wording in one language touches no code;
+`{name}` placeholders are filled by `translate`. The catalogues are read from their .po files
+when first needed (no compiled .mo files to keep in step). What a municipality words itself
+(its SMS texts, categories) is its configuration, not these catalogues.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+from pathlib import Path
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+
+CATALOGUES = Path(__file__).parent / "translations"
+LANGUAGES = ("it", "en")
+DEFAULT = "it"
+
+
+@cache
+def catalogue(language: str) -> Translations:
+    """The language's catalogue, compiled in memory from its .po file (read once)."""
+    with open(CATALOGUES / language / "LC_MESSAGES" / "messages.po", "rb") as fh:
+        compiled = io.BytesIO()
+        write_mo(compiled, read_po(fh, locale=language))
+    compiled.seek(0)
+    return Translations(compiled)
+
+
+def translate(language: str, key: str, **values: object) -> str:
+    """The words for `key` in `language` (Italian for any other); a key missing from the
+    catalogue shows itself, so a gap is visible, never a crash."""
+    text = catalogue(language if language in LANGUAGES else DEFAULT).gettext(key)
+    return text.format(**values) if values else text
+
+
+def N_(key: str) -> str:
+    """Mark `key` for the catalogues where it is written, to be translated where it is shown
+    (a menu entry, a column heading): `pybabel extract -k N_` finds it."""
+    return key

@@ -1,0 +1,83 @@
+"""The product's words come from gettext catalogues (cases/translations/*.po): every word the
+code and the templates ask for is in every catalogue, translated, with the same placeholders;
+`pybabel extract` (babel.cfg) finds them as a translator's tools would."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+
+from cases.i18n import CATALOGUES, LANGUAGES, translate
+from cases.workflow import STEPS
+from tests.conftest import ROOT
+
+KEYWORDS = {"t": None, "N_": None, "translate": (2,)}  # t("key"), N_("key"), translate(lang, "key")
+METHODS = [("**/templates/**.html", "jinja2"), ("**.py", "python")]
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _asked() -> dict[str, str]:
+    """Every key the product asks for, and where."""
+    asked: dict[str, str] = {}
+    for package in ("console", "track", "ivr", "sms", "api", "open311", "infra", "cases"):
+        for filename, lineno, message, *_ in extract_from_dir(
+            ROOT / package, METHODS, keywords=KEYWORDS, comment_tags=()
+        ):
+            if isinstance(message, str):
+                asked.setdefault(message, f"{package}/{filename}:{lineno}")
+    return asked
+
+
+def _catalogue(language: str) -> dict[str, str]:
+    with open(CATALOGUES / language / "LC_MESSAGES" / "messages.po", "rb") as fh:
+        return {str(m.id): str(m.string) for m in read_po(fh) if m.id}
+
+
+def test_the_code_asks_for_words_and_finds_them() -> None:
+    asked = _asked()
+    assert len(asked) > 100  # the console's words at least: the extraction sees the templates
+    assert "login" in asked and "spool_banner" in asked
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_word_asked_for_is_in_the_catalogue_translated(language: str) -> None:
+    catalogue = _catalogue(language)
+    asked = _asked() | {name: "cases/workflow.py STEPS" for name in STEPS}  # t(action)
+    missing = {k: where for k, where in asked.items() if not catalogue.get(k)}
+    assert missing == {}, f"{language}: add these to messages.po (pybabel update)"
+
+
+def test_the_catalogues_hold_the_same_words_with_the_same_placeholders() -> None:
+    it, en = _catalogue("it"), _catalogue("en")
+    assert set(it) == set(en)
+    differ = {
+        k: (it[k], en[k])
+        for k in it
+        if set(PLACEHOLDER.findall(it[k])) != set(PLACEHOLDER.findall(en[k]))
+    }
+    assert differ == {}
+
+
+def test_a_word_is_translated_and_its_values_filled_in() -> None:
+    assert translate("it", "login") == "Accedi" and translate("en", "login") == "Log in"
+    assert "42" in translate("en", "too_many_logins", seconds=42)
+    assert translate("fr", "login") == "Accedi"  # any other language: the default, Italian
+    assert translate("en", "no-such-key") == "no-such-key"  # a gap shows itself
+
+
+def test_pybabel_extract_finds_the_words_as_a_translator_would(tmp_path: Path) -> None:
+    pot = tmp_path / "messages.pot"
+    subprocess.run(
+        [sys.executable, "-m", "babel.messages.frontend", "extract", "-F", "babel.cfg",
+         "-k", "t", "-k", "N_", "-k", "translate:2", "-o", str(pot), "console"],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    with open(pot, "rb") as fh:
+        found = {str(m.id) for m in read_po(fh) if m.id}
+    assert {"login", "spool_banner", "change_password", "triage", "assignee"} <= found

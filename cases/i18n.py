@@ -1,11 +1,11 @@
 """The product's own words in Italian and English, from gettext catalogues.
 
-A translator edits `cases/translations/<language>/LC_MESSAGES/messages.po`. `pybabel extract
--F babel.cfg -k t -k N_ -k translate:2 -o messages.pot .` finds every word the code and the
-templates ask for, and `pybabel update -i messages.pot -d cases/translations` adds the new
-ones to each catalogue (tests/test_i18n.py fails while one lacks a word). The message ids are
-keys (`login`, `spool_banner`), so that a change of wording in one language touches no code;
-`{name}` placeholders are filled by `translate`. The catalogues are read from their .po files
+A translator edits `cases/translations/<language>/LC_MESSAGES/<domain>.po`: `messages` holds
+the console's words, `ivr` what the switchboard says. `pybabel extract` (the commands are in
+babel.cfg) finds every word the code and the templates ask for, and `pybabel update` adds the
+new ones to each catalogue (tests/test_i18n.py fails while one lacks a word). The message ids
+are keys (`login`, `spool_banner`), so that a change of wording in one language touches no
+code; `{name}` placeholders are filled here. The catalogues are read from their .po files
 when first needed (no compiled .mo files to keep in step). What a municipality words itself
 (its SMS texts, categories) is its configuration, not these catalogues.
 """
@@ -13,6 +13,7 @@ when first needed (no compiled .mo files to keep in step). What a municipality w
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -26,9 +27,10 @@ DEFAULT = "it"
 
 
 @cache
-def catalogue(language: str) -> Translations:
-    """The language's catalogue, compiled in memory from its .po file (read once)."""
-    with open(CATALOGUES / language / "LC_MESSAGES" / "messages.po", "rb") as fh:
+def catalogue(language: str, domain: str = "messages") -> Translations:
+    """The language's catalogue of `domain` (`messages`: the console's words; `ivr`: what the
+    switchboard says), compiled in memory from its .po file (read once)."""
+    with open(CATALOGUES / language / "LC_MESSAGES" / f"{domain}.po", "rb") as fh:
         compiled = io.BytesIO()
         write_mo(compiled, read_po(fh, locale=language))
     compiled.seek(0)
@@ -36,9 +38,14 @@ def catalogue(language: str) -> Translations:
 
 
 def translate(language: str, key: str, **values: object) -> str:
-    """The words for `key` in `language` (Italian for any other); a key missing from the
-    catalogue shows itself, so a gap is visible, never a crash."""
-    text = catalogue(language if language in LANGUAGES else DEFAULT).gettext(key)
+    """The console's words for `key` in `language` (Italian for any other); a key missing
+    from the catalogue shows itself, so a gap is visible, never a crash."""
+    return words("messages", language, key, values)
+
+
+def words(domain: str, language: str, key: str, values: Mapping[str, object]) -> str:
+    """`key` from the catalogue of `domain` in `language`, its placeholders filled."""
+    text = catalogue(language if language in LANGUAGES else DEFAULT, domain).gettext(key)
     return text.format(**values) if values else text
 
 

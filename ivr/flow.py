@@ -325,7 +325,10 @@ def describe(t: Turn, resp: VoiceResponse | None = None) -> VoiceResponse:
         )
         t.set(recording=True)
     g = t.gather(resp, "described", input="speech", timeout=5, num_digits=None)
-    t.say(g, "voicemail" if t.state.get("mode") == "voicemail" else "describe")
+    if t.state.get("mode") == "voicemail":
+        t.say(g, "voicemail")
+    else:
+        t.say(g, "describe")
     return resp
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from babel.messages.pofile import read_po
 
 from cases.i18n import CATALOGUES, LANGUAGES, translate
 from cases.workflow import STEPS
+from ivr.prompts import prompt, spoken_date
 from tests.conftest import ROOT
 
 KEYWORDS = {"t": None, "N_": None, "translate": (2,)}  # t("key"), N_("key"), translate(lang, "key")
@@ -22,20 +24,26 @@ METHODS = [("**/templates/**.html", "jinja2"), ("**.py", "python")]
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
-def _asked() -> dict[str, str]:
-    """Every key the product asks for, and where."""
+# what the switchboard says: prompt(lang, "key"), t.say(target, "key"), say_status(...)
+IVR_KEYWORDS = {"prompt": (2,), "say": (2,)}
+DOMAINS = {"messages": KEYWORDS, "ivr": IVR_KEYWORDS}
+
+
+def _asked(domain: str = "messages") -> dict[str, str]:
+    """Every key the product asks for in `domain`'s catalogue, and where."""
     asked: dict[str, str] = {}
-    for package in ("console", "track", "ivr", "sms", "api", "open311", "infra", "cases"):
+    packages = ("ivr",) if domain == "ivr" else ("console", "track", "sms", "api", "open311")
+    for package in packages:
         for filename, lineno, message, *_ in extract_from_dir(
-            ROOT / package, METHODS, keywords=KEYWORDS, comment_tags=()
+            ROOT / package, METHODS, keywords=DOMAINS[domain], comment_tags=()
         ):
             if isinstance(message, str):
                 asked.setdefault(message, f"{package}/{filename}:{lineno}")
     return asked
 
 
-def _catalogue(language: str) -> dict[str, str]:
-    with open(CATALOGUES / language / "LC_MESSAGES" / "messages.po", "rb") as fh:
+def _catalogue(language: str, domain: str = "messages") -> dict[str, str]:
+    with open(CATALOGUES / language / "LC_MESSAGES" / f"{domain}.po", "rb") as fh:
         return {str(m.id): str(m.string) for m in read_po(fh) if m.id}
 
 
@@ -43,18 +51,23 @@ def test_the_code_asks_for_words_and_finds_them() -> None:
     asked = _asked()
     assert len(asked) > 100  # the console's words at least: the extraction sees the templates
     assert "login" in asked and "spool_banner" in asked
+    assert {"welcome", "menu", "received_later", "slash"} <= set(_asked("ivr"))
 
 
+@pytest.mark.parametrize("domain", sorted(DOMAINS))
 @pytest.mark.parametrize("language", LANGUAGES)
-def test_every_word_asked_for_is_in_the_catalogue_translated(language: str) -> None:
-    catalogue = _catalogue(language)
-    asked = _asked() | {name: "cases/workflow.py STEPS" for name in STEPS}  # t(action)
+def test_every_word_asked_for_is_in_the_catalogue_translated(language: str, domain: str) -> None:
+    catalogue = _catalogue(language, domain)
+    asked = _asked(domain)
+    if domain == "messages":
+        asked |= {name: "cases/workflow.py STEPS" for name in STEPS}  # t(action)
     missing = {k: where for k, where in asked.items() if not catalogue.get(k)}
     assert missing == {}, f"{language}: add these to messages.po (pybabel update)"
 
 
-def test_the_catalogues_hold_the_same_words_with_the_same_placeholders() -> None:
-    it, en = _catalogue("it"), _catalogue("en")
+@pytest.mark.parametrize("domain", sorted(DOMAINS))
+def test_the_catalogues_hold_the_same_words_with_the_same_placeholders(domain: str) -> None:
+    it, en = _catalogue("it", domain), _catalogue("en", domain)
     assert set(it) == set(en)
     differ = {
         k: (it[k], en[k])
@@ -69,6 +82,9 @@ def test_a_word_is_translated_and_its_values_filled_in() -> None:
     assert "42" in translate("en", "too_many_logins", seconds=42)
     assert translate("fr", "login") == "Accedi"  # any other language: the default, Italian
     assert translate("en", "no-such-key") == "no-such-key"  # a gap shows itself
+    assert prompt("en", "unknown_case", digits="1, 2") == "I cannot find case number 1, 2."
+    assert spoken_date(date(2026, 3, 2), "it") == "2 marzo 2026"
+    assert spoken_date(date(2026, 3, 2), "en") == "March 2, 2026"
 
 
 def test_pybabel_extract_finds_the_words_as_a_translator_would(tmp_path: Path) -> None:

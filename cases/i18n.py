@@ -1,7 +1,8 @@
 """The product's own words in Italian and English, from gettext catalogues.
 
 A translator edits `cases/translations/<language>/LC_MESSAGES/<domain>.po`: `messages` holds
-the console's words, `ivr` what the switchboard says. `pybabel extract` (the commands are in
+the console's words, `ivr` what the switchboard says, `track` the citizens' status page,
+`status` the names of a case's statuses that citizens read (texts, calls, the status page). `pybabel extract` (the commands are in
 babel.cfg) finds every word the code and the templates ask for, and `pybabel update` adds the
 new ones to each catalogue (tests/test_i18n.py fails while one lacks a word). The message ids
 are keys (`login`, `spool_banner`), so that a change of wording in one language touches no
@@ -47,6 +48,13 @@ def words(domain: str, language: str, key: str, values: Mapping[str, object]) ->
     """`key` from the catalogue of `domain` in `language`, its placeholders filled."""
     text = catalogue(language if language in LANGUAGES else DEFAULT, domain).gettext(key)
     return text.format(**values) if values else text
+
+
+def plural(domain: str, language: str, singular: str, plural: str, n: int) -> str:
+    """The form of `singular`/`plural` for `n` by the language's own plural rule (CLDR)."""
+    return catalogue(language if language in LANGUAGES else DEFAULT, domain).ngettext(
+        singular, plural, n
+    )
 
 
 def N_(key: str) -> str:

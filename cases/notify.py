@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cases.config import PLACEHOLDERS, Municipality
+from cases.i18n import words
 from cases.models import (
     Case,
     OutboxMessage,
@@ -53,32 +54,9 @@ def local_datetime(ctx: Ctx, when: datetime) -> str:
     return when.astimezone(ctx.muni.tz).strftime("%d/%m/%Y %H:%M")
 
 
-STATUS_LABELS: dict[str, dict[str, str]] = {
-    "it": {
-        "received": "ricevuta",
-        "assigned": "assegnata",
-        "in_progress": "in lavorazione",
-        "resolved": "risolta, in attesa di chiusura",
-        "closed": "conclusa",
-        "duplicate": "collegata a una segnalazione precedente",
-        "not_competent": "non di competenza del Comune",
-        "annulled": "annullata",
-    },
-    "en": {
-        "received": "received",
-        "assigned": "assigned",
-        "in_progress": "in progress",
-        "resolved": "resolved, awaiting closure",
-        "closed": "closed",
-        "duplicate": "linked to an earlier report",
-        "not_competent": "outside the remit of the municipality",
-        "annulled": "cancelled",
-    },
-}
-
-
 def status_label(status: str, language: str) -> str:
-    return STATUS_LABELS.get(language, STATUS_LABELS["it"]).get(status, status)
+    """A status as citizens read it, from the `status` catalogue (cases/translations)."""
+    return words("status", language, status, {})
 
 
 def office_name(muni: Municipality, code: str | None, language: str) -> str:

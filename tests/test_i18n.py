@@ -14,7 +14,9 @@ import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
-from cases.i18n import CATALOGUES, LANGUAGES, translate
+from cases.i18n import CATALOGUES, LANGUAGES, plural, translate
+from cases.models import Status
+from cases.notify import status_label
 from cases.workflow import STEPS
 from ivr.prompts import prompt, spoken_date
 from tests.conftest import ROOT
@@ -26,25 +28,37 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 # what the switchboard says: prompt(lang, "key"), t.say(target, "key"), say_status(...)
 IVR_KEYWORDS = {"prompt": (2,), "say": (2,)}
-DOMAINS = {"messages": KEYWORDS, "ivr": IVR_KEYWORDS}
+# the status page: t("key"), tn("one", "many", n)
+TRACK_KEYWORDS = {"t": None, "tn": (1, 2)}
+DOMAINS = {"messages": KEYWORDS, "ivr": IVR_KEYWORDS, "track": TRACK_KEYWORDS, "status": {}}
+PACKAGES = {"messages": ("console",), "ivr": ("ivr",), "track": ("track",), "status": ()}
 
 
 def _asked(domain: str = "messages") -> dict[str, str]:
     """Every key the product asks for in `domain`'s catalogue, and where."""
     asked: dict[str, str] = {}
-    packages = ("ivr",) if domain == "ivr" else ("console", "track", "sms", "api", "open311")
-    for package in packages:
+    for package in PACKAGES[domain]:
         for filename, lineno, message, *_ in extract_from_dir(
             ROOT / package, METHODS, keywords=DOMAINS[domain], comment_tags=()
         ):
-            if isinstance(message, str):
-                asked.setdefault(message, f"{package}/{filename}:{lineno}")
+            for key in (message,) if isinstance(message, str) else message:
+                asked.setdefault(key, f"{package}/{filename}:{lineno}")
     return asked
 
 
 def _catalogue(language: str, domain: str = "messages") -> dict[str, str]:
+    """Key -> words; a plural entry is there under each of its ids, with all its forms (empty
+    when one form is missing)."""
+    words: dict[str, str] = {}
     with open(CATALOGUES / language / "LC_MESSAGES" / f"{domain}.po", "rb") as fh:
-        return {str(m.id): str(m.string) for m in read_po(fh) if m.id}
+        for m in read_po(fh):
+            if isinstance(m.id, str):
+                words[m.id] = str(m.string) if m.id else ""
+            else:
+                forms = list(m.string)
+                words |= dict.fromkeys(m.id, " / ".join(forms) if all(forms) else "")
+    words.pop("", None)
+    return words
 
 
 def test_the_code_asks_for_words_and_finds_them() -> None:
@@ -52,6 +66,7 @@ def test_the_code_asks_for_words_and_finds_them() -> None:
     assert len(asked) > 100  # the console's words at least: the extraction sees the templates
     assert "login" in asked and "spool_banner" in asked
     assert {"welcome", "menu", "received_later", "slash"} <= set(_asked("ivr"))
+    assert {"report", "history", "recorded_message", "photo", "photos"} <= set(_asked("track"))
 
 
 @pytest.mark.parametrize("domain", sorted(DOMAINS))
@@ -61,6 +76,8 @@ def test_every_word_asked_for_is_in_the_catalogue_translated(language: str, doma
     asked = _asked(domain)
     if domain == "messages":
         asked |= {name: "cases/workflow.py STEPS" for name in STEPS}  # t(action)
+    if domain == "status":
+        asked = {status.value: "cases/models.py Status" for status in Status}
     missing = {k: where for k, where in asked.items() if not catalogue.get(k)}
     assert missing == {}, f"{language}: add these to messages.po (pybabel update)"
 
@@ -85,6 +102,11 @@ def test_a_word_is_translated_and_its_values_filled_in() -> None:
     assert prompt("en", "unknown_case", digits="1, 2") == "I cannot find case number 1, 2."
     assert spoken_date(date(2026, 3, 2), "it") == "2 marzo 2026"
     assert spoken_date(date(2026, 3, 2), "en") == "March 2, 2026"
+    assert [plural("track", "it", "photo", "photos", n) for n in (1, 2)] == [
+        "foto allegata",
+        "foto allegate",
+    ]
+    assert status_label("in_progress", "en") == "in progress"
 
 
 def test_pybabel_extract_finds_the_words_as_a_translator_would(tmp_path: Path) -> None:

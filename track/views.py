@@ -7,6 +7,7 @@ import logging
 from flask import Blueprint, Response, render_template, request
 
 from cases.errors import NotFound
+from cases.i18n import plural, words
 from cases.tracking import Ambiguous, locate, pick_language, public_view
 from infra.runtime import runtime
 from infra.web import ctx_for, db
@@ -38,7 +39,15 @@ def _accepted() -> str | None:
 
 
 def _page(name: str, status: int, lang: str, **values: object) -> tuple[str, int]:
-    return render_template(f"track/{name}.html", lang=lang, en=lang == "en", **values), status
+    page = render_template(
+        f"track/{name}.html",
+        lang=lang,
+        en=lang == "en",
+        t=lambda key: words("track", lang, key, {}),
+        tn=lambda one, many, n: plural("track", lang, one, many, n),
+        **values,
+    )
+    return page, status
 
 
 @bp.get("/<int:year>/<number>")

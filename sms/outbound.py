@@ -115,9 +115,8 @@ class Sender:
                     )
                     counts[outcome] = counts.get(outcome, 0) + 1
             finally:
-                outbox.sent_in_bulk(
-                    self.sessions, token, sent
-                )  # one transaction for the chunk's accepted texts
+                # one transaction for the chunk's accepted texts
+                outbox.sent_in_bulk(self.sessions, token, sent)
         return counts
 
     def _send_one(

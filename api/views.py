@@ -11,12 +11,12 @@ from api.openapi import spec
 from api.serialize import case_json, notification_json
 from cases.errors import Forbidden, Invalid, NotFound
 from cases.models import Channel, Role, StaffNotification, User
+from cases.registration import register
 from cases.services import (
     CaseFilter,
     case_for,
     list_cases,
     notifications_for,
-    register_case,
     status_values,
     user_by_token,
 )
@@ -103,9 +103,11 @@ def create_case() -> Any:
         raise Invalid("'text' is required")
     s = db()
     ctx = _ctx()
-    case = register_case(
+    case = register(
         s,
         ctx,
+        confirm=True,
+        commit=True,
         channel=channel,
         text=body["text"],
         phone=body.get("phone") or None,
@@ -113,8 +115,8 @@ def create_case() -> Any:
         language=body.get("language"),
         actor=u,
         address=body.get("address"),
-    )
-    after_commit(s)
+    ).case
+    after_commit(s)  # queues the confirmation text
     log.info("case %s registered by %s via api (%s)", case.protocol, u.name, channel)
     return jsonify(case_json(case, ctx, u)), 201
 

@@ -150,16 +150,22 @@ class DirectConnections:
         A connection that fails is closed. When `repeatable` (running the statement twice
         does no harm: the second run is refused by a unique key, say), a statement that failed
         with its connection is sent once more on a new one: the connection may have been
-        closed by the server while it was idle (a restart, a fail-over)."""
+        closed by the server while it was idle (a restart, a fail-over). Errors are raised as
+        SQLAlchemy's (an IntegrityError for a duplicate key, say), as on the ORM path."""
 
-        conn = self._connection()
         try:
-            return conn.execute(sql, params).fetchone()
-        except psycopg.OperationalError:
-            conn.close()
-            if not repeatable:
-                raise
-        return self._connection(fresh=True).execute(sql, params).fetchone()
+            conn = self._connection()
+            try:
+                return conn.execute(sql, params).fetchone()
+            except psycopg.OperationalError:
+                conn.close()
+                if not repeatable:
+                    raise
+            return self._connection(fresh=True).execute(sql, params).fetchone()
+        except psycopg.Error as exc:  # raised as SQLAlchemy raises it on the ORM path (no values)
+            raise sa.DBAPIError.instance(
+                sql, params, exc, psycopg.Error, hide_parameters=True
+            ) from exc
 
     def close(self) -> None:
         with self._lock:

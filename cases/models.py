@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -249,6 +249,7 @@ class OutboxMessage(Queued, Base):
     """A text to a citizen, written in the same transaction as the step that causes it."""
 
     __tablename__ = "outbox"
+    PRINTS_NUMBER: ClassVar[tuple[str, ...]] = ("body",)  # rendered from a template
     __table_args__ = (
         CheckConstraint(f"status IN ({_in(OutboxStatus)})", name="status"),
         Index("ix_outbox_status_due", "status", "not_before"),
@@ -321,6 +322,7 @@ class InboundMessage(Base):
     """Every text a citizen sent, kept even when it made no case (flooding, keywords)."""
 
     __tablename__ = "inbound_messages"
+    PRINTS_NUMBER: ClassVar[tuple[str, ...]] = ("reply",)  # our answer, from a template
     __table_args__ = (
         CheckConstraint(f"kind IN ({_in(InboundKind)})", name="kind"),
         Index("ix_inbound_from_time", "municipality", "from_phone", "received_at"),

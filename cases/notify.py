@@ -118,7 +118,18 @@ def queue_citizen_text(
     to = phone or case.phone
     if not to:
         return None
-    return queue_text(session, ctx, to, render(ctx, key, case, **values), key, case, case.language)
+    msg = citizen_text(ctx, case, key, to, **values)
+    session.add(msg)
+    return msg
+
+
+def citizen_text(
+    ctx: Ctx, case: Case, key: str, phone: str | None = None, **values: str
+) -> OutboxMessage:
+    """The outbox row of a citizen text about a case (to its phone), not yet in a session."""
+    to = phone or case.phone
+    assert to, "a text needs a phone"
+    return text_row(ctx, to, render(ctx, key, case, **values), key, case, case.language)
 
 
 def queue_text(
@@ -131,7 +142,16 @@ def queue_text(
     language: str,
 ) -> OutboxMessage:
     """Write one outbox row: sent after commit, after the quiet hours, only to a mobile."""
-    msg = OutboxMessage(
+    msg = text_row(ctx, to, body, template, case, language)
+    session.add(msg)
+    return msg
+
+
+def text_row(
+    ctx: Ctx, to: str, body: str, template: str, case: Case | None, language: str
+) -> OutboxMessage:
+    """One outbox row, not yet in a session."""
+    return OutboxMessage(
         municipality=ctx.muni.code,
         case_id=case.id if case else None,
         phone=to,
@@ -144,8 +164,6 @@ def queue_text(
         created_at=ctx.now,
         not_before=next_send_time(ctx.muni, ctx.now),
     )
-    session.add(msg)
-    return msg
 
 
 def staff_of(

@@ -1,62 +1,211 @@
-"""Writing a prepared registration and committing it, with the protocol counter held for as
-short a time as the database allows.
+"""Registration: a contact becomes a case with its protocol number. Every channel registers
+through `register`, and nothing else writes a new case.
 
-`services.prepare_case` decides everything about a new case in memory (text, category,
-routing, history, attachments). `commit_registration` then gives it its number and writes it
-together with rows that belong to it (an inbound text and the reply that carries the
-number, say), and commits:
+`prepare_case` decides everything about the new case in memory (text, category, routing,
+history, attachments). `register` gives it its number and writes it, with the rows that
+belong to it: the citizen's confirmation text, and what the channel links to it (the stored
+inbound text and the reply that carries the number, say). Who commits is the caller's
+choice, said once, at the call:
 
-- on PostgreSQL, in ONE autocommitted statement: a chain of data-modifying CTEs that
-  increments the counter, inserts the case, its events (in order), its attachments and the
-  linked rows. The counter row is locked only while PostgreSQL runs that statement and flushes
-  its commit: no Python, no round trip and no GIL wait happens while other registrations queue
-  behind the lock. The statement is atomic, so a failure (a duplicate provider id, a check)
-  consumes no number. Text columns of the linked rows are rendered in Python with the
-  provisional number 0 (a number that never exists, see the `number_positive` check), and the
-  database puts the real number in place of its two printed forms (2026/0000000 and the URL
-  form 2026-0000000) in the same statement;
-- elsewhere (SQLite), through the ORM in the caller's session: number, flush, commit.
+- `commit=False`: in the caller's transaction, through the ORM. The caller's unit of work
+  (a phone call's step, with its locked call row) commits the case with its own rows; if it
+  fails, the number is given back. The year's counter row stays locked until that commit.
+- `commit=True`: the registration is the whole unit of work and commits here. On PostgreSQL
+  that is ONE autocommitted statement (`cases.onestatement`): the counter row is locked only
+  while PostgreSQL runs it and flushes its commit, with no Python and no round trip in
+  between; elsewhere (SQLite) through the ORM, number, flush, commit. With `when` (a
+  `Precondition`), the look-up that decides whether to register at all runs inside that
+  same statement.
 
-Either way, when it returns the case and the rows are committed and persistent in the
-session, with their ids, and their text holds the real number.
+A statement that fails (a duplicate provider id, a check) consumes no number. Rows rendered
+before the number is known print the provisional number 0 (a number that never exists, see
+the `number_positive` check); the database puts the real one in place of its two printed
+forms (2026/0000000 and the URL form 2026-0000000), in the columns each model names in
+`PRINTS_NUMBER` only (never in what a citizen wrote).
+
+Either way, when `register` returns the case and its rows are in the session with their ids
+(committed, with `commit=True`), and what a worker must take up after the commit (texts,
+photos) is noted for `cases.handoff`.
 """
 
 from __future__ import annotations
 
-import json
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import Any
 
-import psycopg
-from sqlalchemy import Column, ColumnElement, Engine, Select, Table, select
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import ColumnElement, Engine, Select, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
+from cases import handoff
+from cases.classifier import Classifier
+from cases.config import Municipality
 from cases.db import Base, direct_connections
-from cases.models import Case, format_protocol
-from cases.protocol import ensure_counter, next_number, url_protocol
+from cases.errors import Invalid
+from cases.models import Attachment, Case, Channel, OutboxMessage, Status, User, format_protocol
+from cases.notify import Ctx, citizen_text
+from cases.onestatement import DOLLAR, Shape, json_row, statement
+from cases.phone import InvalidPhone, normalise_phone
+from cases.protocol import ensure_counter, next_number, protocol_year, url_protocol
+from cases.workflow import Outcome, due_for, system_step
 
 PROVISIONAL = 0  # the number a case has until the database gives it one; never a real one
+MAX_TEXT = 10_000
+
+_CLASSIFIERS: dict[int, tuple[Municipality, Classifier]] = {}
 
 
-def _printed(year: int, number: int) -> tuple[str, str]:
-    return format_protocol(year, number), url_protocol(year, number)
+def classifier_for(muni: Municipality) -> Classifier:
+    """Built once per loaded configuration (the config object is immutable)."""
+    hit = _CLASSIFIERS.get(id(muni))
+    if hit is None or hit[0] is not muni:
+        hit = _CLASSIFIERS[id(muni)] = (muni, Classifier(muni.categories))
+    return hit[1]
 
 
-def write_case(s: Session, case: Case) -> None:
-    """Number a prepared case and flush it in the caller's transaction (the ORM path). The
-    number is taken last: the counter row stays locked from there to the commit, so
-    everything that can be prepared without it is prepared before."""
-    s.add(case)
-    with s.no_autoflush:
-        case.number = next_number(s, case.municipality, case.year)
-    s.flush()
+@dataclass(frozen=True)
+class NewAttachment:
+    kind: str
+    source_url: str
+    content_type: str | None = None
+    duration_seconds: int | None = None
+
+
+def prepare_case(
+    ctx: Ctx,
+    *,
+    channel: Channel | str,
+    text: str,
+    phone: str | None = None,
+    category: str | None = None,
+    language: str | None = None,
+    actor: User | None = None,
+    attachments: list[NewAttachment] | None = None,
+    address: str | None = None,
+    lat: float | None = None,
+    long: float | None = None,
+    registration_data: dict[str, Any] | None = None,
+    received_at: datetime | None = None,
+    intake_key: str | None = None,
+) -> Case:
+    """A new case as registration will write it, with its history (registration, automatic
+    routing) and attachments, in memory: no number yet, nothing in any session.
+
+    The date is taken here and the number when it is written, in one step with no operator
+    in between (art. 53). `registration_data` joins the registration event's (staff-only)
+    data, e.g. who sent it. `received_at`: when the contact reached us, if it waited in a
+    host's spool while the register was away (the registration's date stays its own);
+    `intake_key`: what makes a second registration of the same contact fail (a spooled call's
+    CallSid, an Open311 client's idempotency key).
+    """
+    try:
+        channel = Channel(channel)
+    except ValueError:
+        raise Invalid(f"unknown channel {channel!r}") from None
+    text = (text or "").strip()
+    if len(text) > MAX_TEXT:
+        raise Invalid(f"the text is longer than {MAX_TEXT} characters")
+    if "\x00" in text or (address and "\x00" in address):
+        # PostgreSQL cannot store it (SQLite would): refused the same on every backend
+        raise Invalid("the text or address holds a NUL character")
+    if not text and not attachments:
+        raise Invalid("a case needs a text or an attachment")
+    e164: str | None = None
+    if phone:
+        try:
+            e164 = normalise_phone(phone, ctx.muni.country)
+        except InvalidPhone as exc:
+            raise Invalid(str(exc)) from None
+    elif channel == Channel.SMS:
+        raise Invalid("a text needs the sender's number")  # a withheld caller may still report
+    if category is not None and ctx.muni.category(category) is None:
+        raise Invalid(f"unknown category {category!r}")
+    lang = language if language in ctx.muni.templates else ctx.muni.language
+
+    suggestion = classifier_for(ctx.muni).classify(text) if text else None
+    if (
+        category is None
+        and suggestion
+        and suggestion.category
+        and suggestion.confidence >= ctx.muni.classifier_threshold
+    ):
+        category = suggestion.category
+
+    year = protocol_year(ctx.now, ctx.muni.tz)
+    case = Case(
+        municipality=ctx.muni.code,
+        year=year,
+        registered_at=ctx.now,
+        channel=channel.value,
+        phone=e164,
+        original_text=text,
+        registered_by=actor.id if actor else None,
+        language=lang,
+        category=category,
+        suggested_category=suggestion.category if suggestion else None,
+        suggestion_confidence=suggestion.confidence if suggestion else None,
+        status=Status.RECEIVED.value,
+        updated_at=ctx.now,
+        track_token=secrets.token_urlsafe(16),
+        address=address,
+        lat=lat,
+        long=long,
+        received_at=received_at if received_at is not None and received_at < ctx.now else None,
+        intake_key=intake_key,
+    )
+    case.due_at = due_for(ctx, case)
+    for a in attachments or []:
+        add_attachment(ctx, case, a)
+    system_step(
+        None,
+        ctx,
+        case,
+        "register",
+        Outcome(
+            Status.RECEIVED,
+            note="",
+            public=True,
+            data={
+                **(registration_data or {}),  # first: the register's own keys win
+                "channel": channel.value,
+                "suggested": case.suggested_category,
+                "confidence": case.suggestion_confidence,
+                "by": actor.name if actor else None,
+            },
+        ),
+        actor=actor,
+    )
+    route = ctx.muni.category(category)
+    if route is not None and ctx.muni.auto_assign:
+        case.office = route.office
+        system_step(
+            None,
+            ctx,
+            case,
+            "assign",
+            Outcome(
+                Status.ASSIGNED,
+                data={"office": route.office, "category": category, "automatic": True},
+            ),
+        )
+    return case
+
+
+def add_attachment(ctx: Ctx, case: Case, a: NewAttachment) -> Attachment:
+    row = Attachment(
+        case_id=case.id,
+        kind=a.kind,
+        source_url=a.source_url,
+        content_type=a.content_type,
+        duration_seconds=a.duration_seconds,
+        created_at=ctx.now,
+    )
+    case.attachments.append(row)  # the case is in the session: the row goes with it
+    return row
 
 
 @dataclass(frozen=True)
@@ -88,7 +237,7 @@ class Precondition:
         statement = select(holds(k.c).label("ok"), *k.c)
         # IN lists and limits are expanded into the text; the caller's parameters stand at
         # None for that, and come with each registration
-        compiled = statement.compile(dialect=_DOLLAR)
+        compiled = statement.compile(dialect=DOLLAR)
         blank = {name: None for name, b in compiled.binds.items() if b.required}
         expanded = compiled.construct_expanded_state(blank)
         names = tuple(expanded.positiontup or ())
@@ -102,78 +251,101 @@ class Precondition:
         )
 
 
-def commit_registration(
-    s: Session,
-    case: Case,
-    linked: Callable[[Case], list[Base]] | None = None,
-    numbered: tuple[str, ...] = (),
-    *,
-    repeatable: bool = False,
-) -> list[Base]:
-    """Number, write and commit a case from `prepare_case`, with the rows `linked` makes.
+@dataclass
+class Registered:
+    """What `register` did: `case` (written, unless `written` is False because the
+    precondition did not hold), the rows linked to it, and the precondition's look-up."""
 
-    `linked(case)` is called once with the case before its number is known on PostgreSQL
-    (`case.number == PROVISIONAL`) or after it (elsewhere); the rows it returns have a
-    `case_id` column, which is filled in. `numbered` names their text columns that print the
-    case's number (rendered from templates, which never quote what a citizen wrote): only
-    there is the provisional number replaced; every other value is written as it is. Returns
-    the rows, committed. The session must have nothing else waiting to be written (this
-    commits). `repeatable`: the linked rows make a second run of the same registration fail
-    (a provider's unique message id), so a statement whose connection failed may be sent
-    again.
+    case: Case
+    rows: list[Base] = field(default_factory=list)
+    looked_up: dict[str, Any] = field(default_factory=dict)
+    written: bool = True
+
+
+def register(
+    s: Session,
+    ctx: Ctx,
+    *,
+    confirm: bool = False,
+    linked: Callable[[Case], list[Base]] | None = None,
+    commit: bool = False,
+    when: tuple[Precondition, dict[str, Any]] | None = None,
+    repeatable: bool = False,
+    **fields: Any,
+) -> Registered:
+    """Register a contact as a case (`fields` are `prepare_case`'s; Invalid if they do not
+    make one, before any number is taken).
+
+    `confirm`: the citizen's text that confirms the registration with the number (to the
+    case's phone, if it has one). `linked(case)`: more rows that belong to the case, made once
+    the case is numbered (or holds `PROVISIONAL`, on the one-statement path); their `case_id`
+    is filled in. `commit`: who commits (see the module). `when` (`commit=True` only): the
+    precondition and its parameters; when it does not hold nothing is written. `repeatable`:
+    the linked rows make a second run of the same registration fail (a provider's unique
+    message id), so a statement whose connection failed may be sent again.
     """
-    rows, _ = _commit(s, case, linked, numbered, None, {}, repeatable)
-    assert rows is not None
+    case = prepare_case(ctx, **fields)
+
+    def rows(case: Case) -> list[Base]:
+        own: list[Base] = []
+        if confirm and case.phone:
+            own.append(citizen_text(ctx, case, "registered"))
+        return own + (linked(case) if linked else [])
+
+    if not commit:
+        if when is not None:
+            raise ValueError("a precondition needs commit=True")
+        return Registered(case, _written(s, case, rows))
+    if s.new or s.dirty or s.deleted:
+        raise RuntimeError("register(commit=True) commits: flush or commit other work first")
+    if s.get_bind().dialect.name == "postgresql":
+        return _in_one_statement(s, case, rows, when, repeatable)
+    looked: dict[str, Any] = {}
+    if when is not None:
+        pre, values = when
+        looked = s.execute(pre.statement, values).one()._asdict()
+        if not looked.pop("ok"):
+            s.commit()
+            return Registered(case, [], looked, written=False)
+    made = _written(s, case, rows)
+    s.commit()
+    return Registered(case, made, looked)
+
+
+def _written(s: Session, case: Case, linked: Callable[[Case], list[Base]]) -> list[Base]:
+    """The ORM path: the case numbered and flushed, its linked rows added."""
+    write_case(s, case)
+    rows = linked(case)
+    for row in rows:
+        row.case_id = case.id  # type: ignore[attr-defined]
+    s.add_all(rows)
     return rows
 
 
-def register_if(
-    s: Session,
-    precondition: Precondition,
-    values: dict[str, Any],
-    case: Case,
-    linked: Callable[[Case], list[Base]] | None = None,
-    numbered: tuple[str, ...] = (),
-    *,
-    repeatable: bool = False,
-) -> tuple[list[Base] | None, dict[str, Any]]:
-    """`commit_registration`, only if `precondition` holds for `values` (its parameters):
-    (the rows, committed, or None when it did not hold and nothing was written; the look-up's
-    row). On PostgreSQL the look-up, the registration and the commit are one statement."""
-    return _commit(s, case, linked, numbered, precondition, values, repeatable)
+def write_case(s: Session, case: Case) -> None:
+    """Number a prepared case and flush it in the caller's transaction (the ORM path). The
+    number is taken last: the counter row stays locked from there to the commit, so
+    everything that can be prepared without it is prepared before."""
+    s.add(case)
+    with s.no_autoflush:
+        case.number = next_number(s, case.municipality, case.year)
+    s.flush()
 
 
-def _commit(
+def _printed(year: int, number: int) -> tuple[str, str]:
+    return format_protocol(year, number), url_protocol(year, number)
+
+
+def _in_one_statement(
     s: Session,
     case: Case,
-    linked: Callable[[Case], list[Base]] | None,
-    numbered: tuple[str, ...],
-    pre: Precondition | None,
-    values: dict[str, Any],
+    linked: Callable[[Case], list[Base]],
+    when: tuple[Precondition, dict[str, Any]] | None,
     repeatable: bool,
-) -> tuple[list[Base] | None, dict[str, Any]]:
-    if s.new or s.dirty or s.deleted:
-        raise RuntimeError("commit_registration commits: flush or commit other work first")
-    bind = s.get_bind()
-    if bind.dialect.name != "postgresql":
-        looked: dict[str, Any] = {}
-        if pre is not None:
-            got = s.execute(pre.statement, values).one()._asdict()
-            ok = bool(got.pop("ok"))
-            looked = got
-            if not ok:
-                s.commit()
-                return None, looked
-        write_case(s, case)
-        rows = linked(case) if linked else []
-        for row in rows:
-            row.case_id = case.id  # type: ignore[attr-defined]
-            s.add(row)
-        s.commit()
-        return rows, looked
-
+) -> Registered:
+    pre, values = when if when is not None else (None, {})
     case.number = PROVISIONAL
-    rows = linked(case) if linked else []
+    rows = linked(case)
     events, attachments = list(case.events), list(case.attachments)
     provisional = _printed(case.year, PROVISIONAL)
     params: list[Any] = []
@@ -181,36 +353,34 @@ def _commit(
         compiled_in = dict(pre.compiled_in)
         params.extend(values[n] if n in values else compiled_in[n] for n in pre.names)
     params += [case.municipality, case.year]
-    shape = _Shape(
+    shape = Shape(
         precondition=pre.sql if pre is not None else None,
         looked_up=len(pre.columns) if pre is not None else 0,
-        case=_json_row(params, case, ("number",)),
-        events=tuple(_json_row(params, e) for e in events),
-        attachments=tuple(_json_row(params, a) for a in attachments),
+        case=json_row(params, case, ("number",)),
+        events=tuple(json_row(params, e) for e in events),
+        attachments=tuple(json_row(params, a) for a in attachments),
         linked=tuple(
-            _json_row(params, r, numbered=numbered, provisional=provisional) for r in rows
+            json_row(params, r, numbered=_numbered(r), provisional=provisional) for r in rows
         ),
     )
 
     s.commit()  # end any read transaction: the statement commits on its own
+    bind = s.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     direct = direct_connections(engine)
-    sql = _statement(shape)
-    try:
+    sql = statement(shape)
+    got = direct.fetchone(sql, params, repeatable=repeatable)
+    looked = _looked_up(pre, got)
+    if pre is not None and not got[0]:
+        return Registered(case, [], looked, written=False)
+    if got is None or (pre is not None and got[1 + shape.looked_up] is None):
+        # the first registration of the year: the counter row is missing
+        with engine.begin() as conn:
+            ensure_counter(conn, case.municipality, case.year)
         got = direct.fetchone(sql, params, repeatable=repeatable)
         looked = _looked_up(pre, got)
         if pre is not None and not got[0]:
-            return None, looked
-        if got is None or (pre is not None and got[1 + shape.looked_up] is None):
-            # the first registration of the year: the counter row is missing
-            with engine.begin() as conn:
-                ensure_counter(conn, case.municipality, case.year)
-            got = direct.fetchone(sql, params, repeatable=repeatable)
-            looked = _looked_up(pre, got)
-            if pre is not None and not got[0]:
-                return None, looked
-    except psycopg.Error as exc:  # as SQLAlchemy raises it on the ORM path (no values shown)
-        raise DBAPIError.instance(sql, params, exc, psycopg.Error, hide_parameters=True) from exc
+            return Registered(case, [], looked, written=False)
     ids = iter(got[1 + shape.looked_up :] if pre is not None else got)
     case.id, case.number = next(ids), next(ids)
     final = _printed(case.year, case.number)
@@ -220,7 +390,7 @@ def _commit(
         obj.case_id = case.id  # type: ignore[attr-defined]
         objects.append(obj)
     for r in rows:  # what the database wrote, in memory too
-        for key in numbered:
+        for key in _numbered(r):
             v = getattr(r, key, None)
             if isinstance(v, str):
                 for old, new in zip(provisional, final, strict=True):
@@ -234,141 +404,18 @@ def _commit(
     set_committed_value(case, "attachments", attachments)
     s.add(case)
     s.add_all(rows)
-    media = [a for a in attachments if a.state == "pending"]
-    if media:
-        s.info.setdefault("new_media", []).extend(media)  # queued by dispatch.after_commit
-    return rows, looked
+    for obj in [*attachments, *rows]:
+        if isinstance(obj, Attachment | OutboxMessage):
+            handoff.note(s, obj)
+    return Registered(case, rows, looked)
+
+
+def _numbered(row: Base) -> tuple[str, ...]:
+    """The row's text columns that print the case's number (rendered from templates)."""
+    return getattr(type(row), "PRINTS_NUMBER", ())
 
 
 def _looked_up(pre: Precondition | None, got: Any) -> dict[str, Any]:
     if pre is None or got is None:
         return {}
     return dict(zip(pre.columns, got[1 : 1 + len(pre.columns)], strict=True))
-
-
-# ---------------------------------------------------------------- the PostgreSQL statement
-
-
-@dataclass(frozen=True)
-class _Row:
-    """One row of the statement: its table, the columns it sets (those left out are NULL),
-    of those the text columns that print the protocol number, and its parameter (the row
-    as a JSON object)."""
-
-    table: str
-    columns: tuple[str, ...]
-    numbered: tuple[str, ...]
-    param: int
-
-
-@dataclass(frozen=True)
-class _Shape:
-    precondition: str | None
-    looked_up: int
-    case: _Row
-    events: tuple[_Row, ...]
-    attachments: tuple[_Row, ...]
-    linked: tuple[_Row, ...]
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, datetime):
-        if v.tzinfo is None:
-            raise ValueError("naive datetime: pass an aware datetime")
-        return v.isoformat()
-    raise TypeError(f"{type(v).__name__} is not a column value")
-
-
-_dumps = json.JSONEncoder(default=_json_default, ensure_ascii=False).encode
-
-
-def _json_row(
-    params: list[Any],
-    obj: Any,
-    skip: tuple[str, ...] = ("case_id",),
-    numbered: tuple[str, ...] = (),
-    provisional: tuple[str, str] = ("", ""),
-) -> _Row:
-    """The object's values (or their column defaults) as one JSON parameter; a `numbered`
-    text that prints the provisional number becomes a PostgreSQL format() string with
-    %1$s / %2$s in its place."""
-    table = obj.__table__
-    values: dict[str, Any] = {}
-    formatted: list[str] = []
-    for col in _settable(table):
-        if col.key in skip:
-            continue
-        v = getattr(obj, col.key)
-        default: Any = col.default
-        if v is None and default is not None:
-            v = default.arg if default.is_scalar else default.arg(None)
-            setattr(obj, col.key, v)
-        if v is None:
-            continue
-        if (
-            col.key in numbered
-            and isinstance(v, str)
-            and (provisional[0] in v or provisional[1] in v)
-        ):
-            v = v.replace("%", "%%").replace(provisional[0], "%1$s")
-            v = v.replace(provisional[1], "%2$s")
-            formatted.append(col.key)
-        values[col.key] = v
-    params.append(_dumps(values))
-    return _Row(table.name, tuple(values), tuple(formatted), len(params))
-
-
-@cache
-def _settable(table: Table) -> tuple[Column[Any], ...]:
-    return tuple(col for col in table.columns if not col.primary_key)
-
-
-_DOLLAR = PGDialect_psycopg(paramstyle="numeric_dollar")
-_PRINTED = "lpad(c.number::text, greatest(7, length(c.number::text)), '0')"
-_FORMAT = f"c.year::text || '/' || {_PRINTED}, c.year::text || '-' || {_PRINTED}"
-
-
-@cache
-def _statement(shape: _Shape) -> str:
-    """The one statement for this shape of registration (PostgreSQL, $n placeholders):
-    [the look-up,] the counter, the case, its events, attachments and linked rows."""
-
-    def values(row: _Row) -> str:
-        return ", ".join(
-            f"format(v.{key}, {_FORMAT})" if key in row.numbered else f"v.{key}"
-            for key in row.columns
-        )
-
-    def insert(name: str, row: _Row, after: str | None) -> str:
-        source = "c" if after is None else f"c, {after}"  # the chain orders the inserts
-        return (
-            f"{name} AS (INSERT INTO {row.table} ({', '.join(row.columns)}, case_id) "
-            f"SELECT {values(row)}, c.id FROM {source}, "
-            f"json_populate_record(NULL::{row.table}, ${row.param}::json) v "
-            f"RETURNING {row.table}.id)"
-        )
-
-    first = shape.case.param - 2  # municipality and year come just before the case
-    guard = " AND (SELECT ok FROM k)" if shape.precondition else ""
-    ctes = [f"k AS ({shape.precondition})"] if shape.precondition else []
-    ctes += [
-        "n AS (UPDATE protocol_counters SET last_number = last_number + 1 "
-        f"WHERE municipality = ${first} AND year = ${first + 1}{guard} RETURNING last_number)",
-        f"c AS (INSERT INTO cases ({', '.join(shape.case.columns)}, number) "
-        f"SELECT {values(shape.case)}, n.last_number FROM n, "
-        f"json_populate_record(NULL::cases, ${shape.case.param}::json) v "
-        "RETURNING id, year, number)",
-    ]
-    names: list[str] = []
-    for i, row in enumerate(shape.events):  # in order: each waits for the one before
-        ctes.append(insert(f"e{i}", row, names[-1] if names else None))
-        names.append(f"e{i}")
-    for prefix, rows in (("a", shape.attachments), ("x", shape.linked)):
-        for i, row in enumerate(rows):
-            ctes.append(insert(f"{prefix}{i}", row, None))
-            names.append(f"{prefix}{i}")
-    ids = ", ".join(["c.id", "c.number", *(f"{n}.id" for n in names)])
-    written = f"SELECT {ids} FROM {', '.join(['c', *names])}"
-    if not shape.precondition:
-        return f"WITH {', '.join(ctes)} {written}"
-    return f"WITH {', '.join(ctes)} SELECT k.*, w.* FROM k LEFT JOIN ({written}) w ON true"

@@ -13,193 +13,22 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from cases.classifier import Classifier
 from cases.config import Municipality
 from cases.errors import Invalid, NotFound
 from cases.models import (
     OPEN_STATUSES,
-    Attachment,
     Case,
-    Channel,
     JobLock,
     Role,
     StaffNotification,
     Status,
     User,
 )
-from cases.notify import Ctx, notify_staff, office_queue_staff, queue_citizen_text, staff_of
+from cases.notify import Ctx, notify_staff, office_queue_staff, staff_of
 from cases.phone import InvalidPhone, normalise_phone
 from cases.protocol import case_by_number, parse_protocol, protocol_year
-from cases.registration import write_case
-from cases.workflow import Outcome, can_view, due_for, system_step, visible_to
-
-MAX_TEXT = 10_000
-
-
-_CLASSIFIERS: dict[int, tuple[Municipality, Classifier]] = {}
-
-
-def classifier_for(muni: Municipality) -> Classifier:
-    """Built once per loaded configuration (the config object is immutable)."""
-    hit = _CLASSIFIERS.get(id(muni))
-    if hit is None or hit[0] is not muni:
-        hit = _CLASSIFIERS[id(muni)] = (muni, Classifier(muni.categories))
-    return hit[1]
-
-
-@dataclass(frozen=True)
-class NewAttachment:
-    kind: str
-    source_url: str
-    content_type: str | None = None
-    duration_seconds: int | None = None
-
-
-def register_case(s: Session, ctx: Ctx, *, confirm_by_sms: bool = True, **fields: Any) -> Case:
-    """Register a contact as a case with its protocol number, in the caller's transaction.
-
-    `fields` are prepare_case's. If anything later in the transaction fails, the number is
-    not consumed. (`registration.commit_registration` writes and commits a prepared case in
-    one statement on PostgreSQL, for callers that can commit at once.)
-    """
-    case = prepare_case(ctx, **fields)
-    write_case(s, case)
-    if confirm_by_sms:
-        queue_citizen_text(s, ctx, case, "registered")
-    return case
-
-
-def prepare_case(
-    ctx: Ctx,
-    *,
-    channel: Channel | str,
-    text: str,
-    phone: str | None = None,
-    category: str | None = None,
-    language: str | None = None,
-    actor: User | None = None,
-    attachments: list[NewAttachment] | None = None,
-    address: str | None = None,
-    lat: float | None = None,
-    long: float | None = None,
-    registration_data: dict[str, Any] | None = None,
-    received_at: datetime | None = None,
-    intake_key: str | None = None,
-) -> Case:
-    """A new case as registration will write it, with its history (registration, automatic
-    routing) and attachments, in memory: no number yet, nothing in any session.
-
-    The date is taken here and the number when it is written, in one step with no operator
-    in between (art. 53). `registration_data` joins the registration event's (staff-only)
-    data, e.g. who sent it. `received_at`: when the contact reached us, if it waited in a
-    host's spool while the register was away (the registration's date stays its own);
-    `intake_key`: what makes a second registration of the same contact fail (a spooled call's
-    CallSid, an Open311 client's idempotency key).
-    """
-    try:
-        channel = Channel(channel)
-    except ValueError:
-        raise Invalid(f"unknown channel {channel!r}") from None
-    text = (text or "").strip()
-    if len(text) > MAX_TEXT:
-        raise Invalid(f"the text is longer than {MAX_TEXT} characters")
-    if "\x00" in text or (address and "\x00" in address):
-        # PostgreSQL cannot store it (SQLite would): refused the same on every backend
-        raise Invalid("the text or address holds a NUL character")
-    if not text and not attachments:
-        raise Invalid("a case needs a text or an attachment")
-    e164: str | None = None
-    if phone:
-        try:
-            e164 = normalise_phone(phone, ctx.muni.country)
-        except InvalidPhone as exc:
-            raise Invalid(str(exc)) from None
-    elif channel == Channel.SMS:
-        raise Invalid("a text needs the sender's number")  # a withheld caller may still report
-    if category is not None and ctx.muni.category(category) is None:
-        raise Invalid(f"unknown category {category!r}")
-    lang = language if language in ctx.muni.templates else ctx.muni.language
-
-    suggestion = classifier_for(ctx.muni).classify(text) if text else None
-    if (
-        category is None
-        and suggestion
-        and suggestion.category
-        and suggestion.confidence >= ctx.muni.classifier_threshold
-    ):
-        category = suggestion.category
-
-    year = protocol_year(ctx.now, ctx.muni.tz)
-    case = Case(
-        municipality=ctx.muni.code,
-        year=year,
-        registered_at=ctx.now,
-        channel=channel.value,
-        phone=e164,
-        original_text=text,
-        registered_by=actor.id if actor else None,
-        language=lang,
-        category=category,
-        suggested_category=suggestion.category if suggestion else None,
-        suggestion_confidence=suggestion.confidence if suggestion else None,
-        status=Status.RECEIVED.value,
-        updated_at=ctx.now,
-        track_token=secrets.token_urlsafe(16),
-        address=address,
-        lat=lat,
-        long=long,
-        received_at=received_at if received_at is not None and received_at < ctx.now else None,
-        intake_key=intake_key,
-    )
-    case.due_at = due_for(ctx, case)
-    for a in attachments or []:
-        add_attachment(ctx, case, a)
-    system_step(
-        None,
-        ctx,
-        case,
-        "register",
-        Outcome(
-            Status.RECEIVED,
-            note="",
-            public=True,
-            data={
-                **(registration_data or {}),  # first: the register's own keys win
-                "channel": channel.value,
-                "suggested": case.suggested_category,
-                "confidence": case.suggestion_confidence,
-                "by": actor.name if actor else None,
-            },
-        ),
-        actor=actor,
-    )
-    route = ctx.muni.category(category)
-    if route is not None and ctx.muni.auto_assign:
-        case.office = route.office
-        system_step(
-            None,
-            ctx,
-            case,
-            "assign",
-            Outcome(
-                Status.ASSIGNED,
-                data={"office": route.office, "category": category, "automatic": True},
-            ),
-        )
-    return case
-
-
-def add_attachment(ctx: Ctx, case: Case, a: NewAttachment) -> Attachment:
-    row = Attachment(
-        case_id=case.id,
-        kind=a.kind,
-        source_url=a.source_url,
-        content_type=a.content_type,
-        duration_seconds=a.duration_seconds,
-        created_at=ctx.now,
-    )
-    case.attachments.append(row)  # the case is in the session: the row goes with it
-    return row
+from cases.registration import MAX_TEXT, NewAttachment, add_attachment
+from cases.workflow import Outcome, can_view, system_step, visible_to
 
 
 def add_citizen_message(

@@ -7,46 +7,27 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from flask import current_app
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from cases.models import Attachment, EmailMessage, OutboxMessage, OutboxStatus
+from cases.handoff import take
 
 log = logging.getLogger(__name__)
 _BROKER_DOWN_UNTIL = 0.0  # per process; only saves time while the broker is out
 
 
-def track(session_factory: Any) -> None:
-    """Collect the ids of new outbox rows and attachments flushed by a session."""
-
-    @event.listens_for(session_factory, "after_flush")
-    def _collect(session: Session, _ctx: Any) -> None:
-        for obj in session.new:
-            if isinstance(obj, OutboxMessage) and obj.status == OutboxStatus.PENDING.value:
-                session.info.setdefault("new_outbox", []).append(obj)
-            elif isinstance(obj, Attachment) and obj.state == "pending":
-                session.info.setdefault("new_media", []).append(obj)
-            elif isinstance(obj, EmailMessage) and obj.status == OutboxStatus.PENDING.value:
-                session.info.setdefault("new_email", []).append(obj)
-
-    @event.listens_for(session_factory, "after_rollback")
-    def _forget(session: Session) -> None:
-        session.info.pop("new_outbox", None)
-        session.info.pop("new_media", None)
-        session.info.pop("new_email", None)
-
-
 def after_commit(s: Session) -> None:
     """Commit, then queue what the transaction created."""
     s.commit()
-    outbox = [o.id for o in s.info.pop("new_outbox", [])]
-    media = [a.id for a in s.info.pop("new_media", [])]
-    emails = [e.id for e in s.info.pop("new_email", [])]
-    if outbox or media or emails:
-        enqueue(outbox, media, emails)
+    hand_over(s)
+
+
+def hand_over(s: Session) -> None:
+    """Queue what the session's committed work created (for work that committed itself)."""
+    work = take(s)
+    if work:
+        enqueue(work.outbox, work.media, work.emails)
 
 
 def enqueue(

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from cases import registration
 from cases.classifier import fold
 from cases.errors import Invalid
 from cases.mail import voice_case_email
@@ -30,13 +31,8 @@ from cases.notify import (
 from cases.optout import is_opted_out
 from cases.phone import is_mobile, mask_phone
 from cases.protocol import parse_protocol, protocol_year
-from cases.services import (
-    NewAttachment,
-    add_attachment,
-    classifier_for,
-    find_case,
-    register_case,
-)
+from cases.registration import NewAttachment, add_attachment, classifier_for
+from cases.services import find_case
 from cases.workflow import visible_to_office
 from infra.inputs import whole_number
 from ivr.callstate import NAV_KEYS, NavCall
@@ -401,18 +397,19 @@ def register_call_case(t: Turn, note: str = "") -> Case:
         NewAttachment("recording", r["url"], "audio/x-wav", r.get("duration"))
         for r in t.state.get("recordings", [])
     ]
-    case = register_case(
+    # in the step's transaction, with the call's locked row: the step commits them together
+    case = registration.register(
         t.s,
         t.ctx,
+        confirm=True,
         channel=Channel.VOICE,
         text=t.state.get("transcript") or "",
         phone=None if t.call.from_phone == "anonymous" else t.call.from_phone,
         category=t.state.get("category") or None,
         language=t.lang,
         attachments=recordings,
-        confirm_by_sms=True,
         received_at=t.received_at,
-    )
+    ).case
     t.call.case_id = case.id
     t.set(pending=False)
     route_to_operators(t, case, note)

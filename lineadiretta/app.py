@@ -21,9 +21,9 @@ from api.views import bp as api_bp
 from cases.clock import utcnow
 from cases.config import ConfigError, load_config
 from cases.db import database_away, default_database_url, make_engine, make_sessionmaker
+from cases.handoff import track
 from console.views import bp as console_bp
 from infra import web
-from infra.dispatch import track
 from infra.health import bp as health_bp
 from infra.inputs import IdConverter
 from infra.logs import setup_logging

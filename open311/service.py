@@ -29,7 +29,8 @@ from cases.errors import Invalid
 from cases.models import OPEN_STATUSES, ApiKey, Case, CaseEvent, Channel, Status
 from cases.notify import Ctx, local_date, office_name, status_label
 from cases.protocol import case_by_number, parse_protocol, url_protocol
-from cases.services import NewAttachment, is_email, register_case
+from cases.registration import NewAttachment, register
+from cases.services import is_email
 from cases.workflow import step_label
 from infra.inputs import FIRST_DAY, LAST_DAY
 
@@ -246,9 +247,9 @@ def submit_request(
     intake: str | None = None,
     received_at: datetime | None = None,
 ) -> Case:
-    """Register the request as a case (channel api), in the caller's transaction. `intake`:
-    the request's `intake_key` (a second registration with it fails); `received_at`: when it
-    reached us, if it waited in the spool."""
+    """Register the request as a case (channel api), in the caller's transaction (with the
+    key's use). `intake`: the request's `intake_key` (a second registration with it fails);
+    `received_at`: when it reached us, if it waited in the spool."""
     category = ctx.muni.category(req.service_code)
     assert category is not None  # parse_request checked it
     reporter = {
@@ -261,9 +262,10 @@ def submit_request(
         if v
     }
     try:
-        return register_case(
+        return register(
             s,
             ctx,
+            confirm=True,
             channel=Channel.API,
             # The registered text is what was sent; with no description, the service asked for.
             text=req.description or category.name(ctx.muni.language),
@@ -281,7 +283,7 @@ def submit_request(
             },
             intake_key=intake,
             received_at=received_at,
-        )
+        ).case
     except Invalid as exc:  # e.g. a phone number that is not one
         raise Open311Error(400, str(exc)) from None
 

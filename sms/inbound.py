@@ -20,9 +20,12 @@ from sqlalchemy import (
     bindparam,
     false,
     func,
+    literal,
     or_,
     select,
 )
+from sqlalchemy import case as sql_case
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
@@ -33,15 +36,9 @@ from cases.notify import Ctx, office_name, queue_text, render, render_text, stat
 from cases.optout import opted_out_query, set_opt_out
 from cases.phone import InvalidPhone, mask_phone, normalise_phone
 from cases.protocol import parse_protocol, protocol_year
-from cases.registration import Precondition, commit_registration, register_if
-from cases.services import (
-    NewAttachment,
-    add_citizen_message,
-    find_case,
-    latest_open_case_query,
-    prepare_case,
-)
-from sms.intent import Kind, parse
+from cases.registration import NewAttachment, Precondition, register
+from cases.services import add_citizen_message, find_case, latest_open_case_query
+from sms.intent import Intent, Kind, parse
 
 log = logging.getLogger(__name__)
 MAX_MEDIA = 10
@@ -96,8 +93,10 @@ def _status_reply(
 
 @dataclass(frozen=True)
 class _Known:
-    """What the register already knows about this text and its sender."""
+    """What the register already knows about this text and its sender, and what the text is
+    therefore to do (`decision`: an InboundKind value, or "replayed")."""
 
+    decision: str
     seen_kind: str | None
     seen_reply: str | None
     last_language: str | None
@@ -106,9 +105,13 @@ class _Known:
     open_case_id: int | None
 
 
+REPLAYED = "replayed"  # the provider sent this text again: same answer, nothing new
+
+
 @cache
-def _known_query() -> Select[Any]:
-    """Built once: the statement of _known, with its values as parameters."""
+def _looked_up() -> Select[Any]:
+    """The sender's look-up, one row: the replay record, the language of their last case,
+    opt-out, their texts in the last minute, their open case in the follow-up window."""
     muni, phone = bindparam("muni", type_=String), bindparam("phone", type_=String)
     seen = select(InboundMessage.kind, InboundMessage.reply).where(
         InboundMessage.provider_sid == bindparam("sid")
@@ -141,18 +144,40 @@ def _known_query() -> Select[Any]:
     )
 
 
+def _decision(k: ReadOnlyColumnCollection[str, Any]) -> ColumnElement[str]:
+    """What a text does, decided here only, from the look-up and the text's intent: a retry
+    is answered as before; keywords act whatever else; a flood is only stored; help and
+    status answer; a text follows up the sender's open case (unless NUOVA) or opens one."""
+    intent = bindparam("intent", type_=String)
+    return sql_case(
+        (k.seen_kind.is_not(None), literal(REPLAYED)),
+        (intent.in_([Kind.OPT_OUT.value, Kind.OPT_IN.value]), intent),
+        (func.coalesce(k.recent, 0) >= bindparam("flood", type_=Integer), literal("flood")),
+        (intent.in_([Kind.HELP.value, Kind.STATUS.value]), intent),
+        (
+            and_(~bindparam("new_anyway", type_=Boolean), k.open_case_id.is_not(None)),
+            literal(InboundKind.FOLLOWUP.value),
+        ),
+        else_=literal(InboundKind.NEW_CASE.value),
+    )
+
+
+@cache
+def _known_query() -> Select[Any]:
+    """Built once: the look-up and its decision, with its values as parameters."""
+    k = _looked_up().offset(0).subquery("looked")  # OFFSET: each look-up runs once
+    return select(*k.c, _decision(k.c).label("decision"))
+
+
 @cache
 def _new_case_precondition() -> Precondition:
-    """A text that may open a case does so, in the statement that looks the sender up, when
-    the look-up shows nothing that changes the answer: not a provider retry, no flood, no
-    open case to follow up (unless NUOVA), not opted out, and the language the reply was
-    written in is the one the citizen gets."""
+    """A text the decision makes a new case is registered in the statement that looks the
+    sender up when the reply written beforehand is the one to send: the sender has not opted
+    out, and the reply's language is the citizen's."""
 
     def holds(k: ReadOnlyColumnCollection[str, Any]) -> ColumnElement[bool]:
         return and_(
-            k.seen_kind.is_(None),
-            func.coalesce(k.recent, 0) < bindparam("flood", type_=Integer),
-            or_(bindparam("new_anyway", type_=Boolean), k.open_case_id.is_(None)),
+            k.decision == InboundKind.NEW_CASE.value,
             func.coalesce(k.opted_out, false()).is_(false()),
             or_(
                 bindparam("any_language", type_=Boolean),
@@ -164,18 +189,22 @@ def _new_case_precondition() -> Precondition:
     return Precondition.of(_known_query(), holds)
 
 
-def _lookup_values(ctx: Ctx, sid: str, phone: str) -> dict[str, Any]:
+def _lookup_values(ctx: Ctx, sid: str, phone: str, intent: Intent) -> dict[str, Any]:
     return {
         "sid": sid,
         "muni": ctx.muni.code,
         "phone": phone,
         "minute_ago": ctx.now - timedelta(minutes=1),
         "followup_since": ctx.now - timedelta(days=ctx.muni.sms.followup_days),
+        "intent": intent.kind.value,
+        "flood": ctx.muni.sms.flood_per_minute,
+        "new_anyway": intent.kind == Kind.NEW,
     }
 
 
 def _as_known(row: Mapping[Any, Any]) -> _Known:
     return _Known(
+        row["decision"],
         row["seen_kind"],
         row["seen_reply"],
         row["last_language"],
@@ -185,17 +214,26 @@ def _as_known(row: Mapping[Any, Any]) -> _Known:
     )
 
 
-def _known(s: Session, ctx: Ctx, sid: str, phone: str) -> _Known:
-    """The replay record, the sender's language, opt-out, texts in the last minute and open
-    case in the follow-up window: one round trip, before anything is written."""
-    row = s.execute(_known_query(), _lookup_values(ctx, sid, phone)).one()
-    return _as_known(row._mapping)
+def _known(s: Session, values: dict[str, Any]) -> _Known:
+    """The look-up and its decision: one round trip, before anything is written."""
+    return _as_known(s.execute(_known_query(), values).one()._mapping)
 
 
 def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
-    """Store the text and act on it, in the caller's transaction; returns the reply to send.
-    A text that opens a new case is committed here, with its case (the caller's commit then
-    has nothing left to do)."""
+    """Store the text, act on it and commit (this is the text's one commit); returns the reply
+    to send. A provider's retry racing in on another worker gets the answer that stands."""
+    try:
+        return _handle(s, ctx, msg)
+    except IntegrityError:
+        # The same MessageSid was stored meanwhile: its answer stands, nothing doubles.
+        s.rollback()
+        outcome = _handle(s, ctx, msg)
+        if not outcome.replayed:
+            raise
+        return outcome
+
+
+def _handle(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
     try:
         phone = normalise_phone(msg.from_, ctx.muni.country)
     except InvalidPhone as exc:
@@ -207,74 +245,70 @@ def handle_inbound(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
     intent = parse(msg.body, rules, msg.opt_out_type)
     english = intent.english and "en" in ctx.muni.templates
     attachments = [NewAttachment("photo", url, ctype or None) for url, ctype in msg.media]
+    values = _lookup_values(ctx, msg.sid, phone, intent)
     if intent.kind in (Kind.TEXT, Kind.NEW):
         # Most texts open a case: look up and register in one go, if nothing says otherwise.
         lang: str = "en" if english else ctx.muni.language
-        values = _lookup_values(ctx, msg.sid, phone) | {
-            "flood": rules.flood_per_minute,
-            "new_anyway": intent.kind == Kind.NEW,
+        when = values | {
             "any_language": english,
             "default_language": ctx.muni.language,
             "language": lang,
         }
         try:
             registered, looked_up = _new_case(
-                s, ctx, msg, phone, intent.text, lang, attachments, False, values
+                s, ctx, msg, phone, intent.text, lang, attachments, False, when
             )
         except Invalid:  # not a case on its own (an empty text): may still follow one up
-            known = _known(s, ctx, msg.sid, phone)
+            known = _known(s, values)
         else:
             if registered is not None:
                 return registered
             known = _as_known(looked_up)
     else:
-        known = _known(s, ctx, msg.sid, phone)
-    if known.seen_kind is not None:  # the provider retried: same answer, nothing new
+        known = _known(s, values)
+    if known.decision == REPLAYED:
+        s.commit()  # nothing to write: the answer stands
+        assert known.seen_kind is not None
         return Outcome(InboundKind(known.seen_kind), known.seen_reply or None, replayed=True)
     lang = "en" if english else known.last_language or ctx.muni.language
-    opted_out = known.opted_out
-    recent = known.recent
-
-    def open_case() -> Case | None:
-        return s.get(Case, known.open_case_id) if known.open_case_id is not None else None
-
-    kind: InboundKind
+    kind = InboundKind(known.decision)
     case: Case | None = None
     reply: str | None = None
-    if intent.kind in (Kind.OPT_OUT, Kind.OPT_IN):
-        out = intent.kind == Kind.OPT_OUT
+    if kind in (InboundKind.OPT_OUT, InboundKind.OPT_IN):
+        out = kind == InboundKind.OPT_OUT
         set_opt_out(s, ctx, phone, out, f"keyword:{intent.keyword}"[:32])
-        kind = InboundKind.OPT_OUT if out else InboundKind.OPT_IN
         # The provider answers its own keywords (and drops ours); we answer the Italian ones.
         if intent.keyword not in {w.upper() for w in rules.provider_keywords}:
             reply = render_text(ctx, "sms_optout" if out else "sms_optin", lang)
         log.info("sms from %s: %s (%s)", mask_phone(phone), kind.value, intent.keyword)
-    elif recent >= rules.flood_per_minute:
-        kind = InboundKind.FLOOD
-        case = open_case()
-        if recent == rules.flood_per_minute:  # one warning, then silence
+    elif kind == InboundKind.FLOOD:
+        if known.open_case_id is not None:
+            case = s.get(Case, known.open_case_id)
+        if known.recent == rules.flood_per_minute:  # one warning, then silence
             reply = render_text(ctx, "sms_flood", lang)
         log.warning(
-            "sms flood from %s: %d texts in a minute; stored only", mask_phone(phone), recent + 1
+            "sms flood from %s: %d texts in a minute; stored only",
+            mask_phone(phone),
+            known.recent + 1,
         )
-    elif intent.kind == Kind.HELP:
-        kind, reply = InboundKind.HELP, render_text(ctx, "sms_help", lang)
-    elif intent.kind == Kind.STATUS:
-        kind = InboundKind.STATUS
+    elif kind == InboundKind.HELP:
+        reply = render_text(ctx, "sms_help", lang)
+    elif kind == InboundKind.STATUS:
         reply, case = _status_reply(s, ctx, phone, intent.text, lang)
-    else:
-        followed = None if intent.kind == Kind.NEW else open_case()
-        if followed is not None:
-            kind, case = InboundKind.FOLLOWUP, followed
-            add_citizen_message(s, ctx, followed, intent.text, attachments)
-            reply = render(ctx, "sms_followup", followed)
-        else:
-            outcome, _ = _new_case(s, ctx, msg, phone, intent.text, lang, attachments, opted_out)
-            assert outcome is not None
-            return outcome
-    if opted_out and intent.kind != Kind.OPT_IN:
+    elif kind == InboundKind.FOLLOWUP:
+        assert known.open_case_id is not None  # the decision says so
+        case = s.get(Case, known.open_case_id)
+        assert case is not None
+        add_citizen_message(s, ctx, case, intent.text, attachments)
+        reply = render(ctx, "sms_followup", case)
+    else:  # a new case, with a reply other than the one written beforehand (or none)
+        outcome, _ = _new_case(s, ctx, msg, phone, intent.text, lang, attachments, known.opted_out)
+        assert outcome is not None
+        return outcome
+    if known.opted_out and kind != InboundKind.OPT_IN:
         reply = None  # an opted-out citizen gets no text of any kind
     s.add(_stored(ctx, msg, phone, kind, case, lang, reply))
+    s.commit()
     return Outcome(kind, reply, case)
 
 
@@ -319,8 +353,19 @@ def _new_case(
     (one statement on PostgreSQL: see cases.registration). With `precondition` (the values
     of the sender's look-up), only if `_new_case_precondition` holds: (None, the look-up)
     when it does not, and nothing is written."""
-    case = prepare_case(
+
+    def stored(case: Case) -> list[Base]:
+        # An opted-out citizen gets no text of any kind.
+        reply = None if opted_out else render(ctx, "registered", case)
+        return [_stored(ctx, msg, phone, InboundKind.NEW_CASE, case, lang, reply)]
+
+    done = register(
+        s,
         ctx,
+        linked=stored,
+        commit=True,
+        when=(_new_case_precondition(), precondition) if precondition is not None else None,
+        repeatable=True,
         channel="sms",
         text=text,
         phone=phone,
@@ -328,28 +373,12 @@ def _new_case(
         attachments=attachments,
         received_at=msg.received_at,
     )
-
-    def stored(case: Case) -> list[Base]:
-        # An opted-out citizen gets no text of any kind.
-        reply = None if opted_out else render(ctx, "registered", case)
-        return [_stored(ctx, msg, phone, InboundKind.NEW_CASE, case, lang, reply)]
-
-    if precondition is None:
-        rows: list[Base] | None = commit_registration(
-            s, case, stored, numbered=("reply",), repeatable=True
-        )
-        looked_up: Mapping[str, Any] = {}
-    else:
-        rows, looked_up = register_if(
-            s, _new_case_precondition(), precondition, case, stored, ("reply",), repeatable=True
-        )
-        if rows is None:
-            return None, looked_up
-    assert rows is not None
-    (row,) = rows
+    if not done.written:
+        return None, done.looked_up
+    (row,) = done.rows
     assert isinstance(row, InboundMessage)
-    log.info("sms from %s registered as %s", mask_phone(phone), case.protocol)
-    return Outcome(InboundKind.NEW_CASE, row.reply or None, case), looked_up
+    log.info("sms from %s registered as %s", mask_phone(phone), done.case.protocol)
+    return Outcome(InboundKind.NEW_CASE, row.reply or None, done.case), done.looked_up
 
 
 # ------------------------------------------------------------ while the register is away
@@ -378,7 +407,8 @@ def register_spooled(s: Session, ctx: Ctx, msg: Inbound) -> Outcome:
     """Register a text that waited in the spool, as if it had just arrived; the reply that
     carries its number (a new case's, or the case it follows up) is written to the outbox,
     once: run again for the same text, the register answers as to a provider's retry and the
-    outbox refuses a second copy (`dedupe_key`). The caller commits."""
+    outbox refuses a second copy (`dedupe_key`). The text is committed here, the outbox row
+    by the caller."""
     outcome = handle_inbound(s, ctx, msg)
     if outcome.kind not in (InboundKind.NEW_CASE, InboundKind.FOLLOWUP) or not outcome.reply:
         return outcome

@@ -14,7 +14,7 @@ from cases.config import Municipality
 from cases.errors import Invalid
 from cases.notify import Ctx
 from cases.phone import mask_phone, normalise_phone
-from infra.dispatch import after_commit
+from infra.dispatch import after_commit, hand_over
 from infra.inputs import whole_number
 from infra.runtime import runtime
 from infra.spool import SpoolItem
@@ -84,21 +84,15 @@ def inbound() -> Any:
         return _bad(400, str(exc))
     s = db()
     try:
-        outcome = handle_inbound(s, ctx_for(muni), msg)
-        after_commit(s)
+        outcome = handle_inbound(s, ctx_for(muni), msg)  # it commits
     except Invalid as exc:
         s.rollback()
         return _bad(400, str(exc))
-    except IntegrityError:
-        # The same MessageSid raced in on another worker: its answer stands, nothing doubles.
-        s.rollback()
-        outcome = handle_inbound(s, ctx_for(muni), msg)
-        if not outcome.replayed:
-            raise
     except Exception as exc:
         if not went_away(exc):
             raise
         return _keep(muni, msg)
+    hand_over(s)
     if outcome.replayed:
         log.info("sms %s replayed by the provider: same answer, nothing new", sid)
     return _reply(outcome.reply)

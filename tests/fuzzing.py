@@ -13,7 +13,7 @@ from cases.config import Municipality
 from cases.db import transaction
 from cases.models import Attachment, Case, CaseEvent, OutboxMessage, ProtocolCounter
 from cases.notify import Ctx
-from cases.services import register_case
+from cases.registration import register
 from infra.runtime import runtime
 
 
@@ -22,7 +22,9 @@ def seed_cases(app: Flask, muni: Municipality, count: int = 3) -> list[str]:
     with transaction(runtime(app).sessions) as s:
         ctx = Ctx(muni, datetime.now(UTC))
         got = [
-            register_case(s, ctx, channel="api", text=f"Buca numero {i} in via Roma", phone=None)
+            register(
+                s, ctx, confirm=True, channel="api", text=f"Buca numero {i} in via Roma", phone=None
+            ).case
             for i in range(count)
         ]
         return [c.protocol for c in got]

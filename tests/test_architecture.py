@@ -152,6 +152,51 @@ def test_an_outbox_row_moves_only_through_cases_outbox() -> None:
     assert moves == []
 
 
+def test_a_case_is_written_only_by_registration() -> None:
+    """Every channel registers through cases.registration.register: nothing else numbers a
+    case (`next_number`, `write_case`) or builds the one-statement registration."""
+    own = {"cases/registration.py", "cases/protocol.py", "cases/onestatement.py"}
+    writers = {"next_number", "write_case", "statement", "json_row", "prepare_case"}
+    elsewhere = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {name}"
+        for _, path, tree in _modules()
+        if path.relative_to(ROOT).as_posix() not in own
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.module in ("cases.registration", "cases.protocol", "cases.onestatement")
+        for name in (a.name for a in node.names)
+        if name in writers
+    ]
+    assert elsewhere == []
+
+
+def test_the_database_driver_is_used_in_the_database_plumbing_only() -> None:
+    """Raw psycopg (connections, its errors) lives in cases/db.py, beside the engine."""
+    users = sorted(
+        path.relative_to(ROOT).as_posix()
+        for _, path, tree in _modules()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and any(name.split(".")[0] == "psycopg" for name in _imported(node))
+    )
+    assert users == ["cases/db.py"]
+
+
+def test_work_for_the_workers_is_noted_in_one_place() -> None:
+    """What a commit hands to the workers is kept in Session.info by cases/handoff.py only."""
+    elsewhere = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for _, path, tree in _modules()
+        if path.relative_to(ROOT).as_posix() != "cases/handoff.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "info"
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("s", "session")
+    ]
+    assert elsewhere == []
+
+
 def test_the_time_is_read_from_the_clock_the_app_is_given() -> None:
     """Above the domain, nothing reads the wall clock itself: `runtime().clock` (the domain is
     handed the time in its Ctx)."""

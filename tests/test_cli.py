@@ -189,7 +189,13 @@ def test_run_starts_everything_on_embedded_defaults(tmp_path: Path, db_url: str)
             "TWILIO_AUTH_TOKEN",
         )
     }
-    env["LINEADIRETTA_CONFIG"] = str(ROOT / "config.toml")
+    # the example configuration, on the wall clock without its quiet hours (an evening run
+    # would otherwise see the confirmation wait for the morning)
+    config = (ROOT / "config.toml").read_text()
+    config = config.replace('start = "21:00"\nend = "08:00"', 'start = "00:00"\nend = "00:00"')
+    assert 'start = "00:00"' in config, "the example's quiet hours moved: say none here"
+    (tmp_path / "config.toml").write_text(config)
+    env["LINEADIRETTA_CONFIG"] = str(tmp_path / "config.toml")
     workdir = tmp_path / "site"
     workdir.mkdir()
     log = open(tmp_path / "run.log", "w")  # noqa: SIM115

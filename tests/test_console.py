@@ -16,7 +16,7 @@ from cases.config import Municipality
 from cases.db import transaction
 from cases.models import Case, OutboxMessage, StaffSession, User
 from cases.notify import Ctx
-from cases.services import register_case
+from cases.registration import register
 from tests.conftest import Staff
 
 PASSWORD = "una-password-lunga"
@@ -93,7 +93,9 @@ def new_case(app: Flask, muni: Municipality, text: str, **kw: Any) -> Case:
     with transaction(runtime(app).sessions) as s:
         ctx = Ctx(muni, datetime.now(UTC), "https://comune.example.it")
         kw.setdefault("phone", "3331112222")
-        case = register_case(s, ctx, channel=kw.pop("channel", "counter"), text=text, **kw)
+        case = register(
+            s, ctx, confirm=True, channel=kw.pop("channel", "counter"), text=text, **kw
+        ).case
         s.flush()
         s.expunge(case)
     return case

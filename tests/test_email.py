@@ -23,7 +23,8 @@ from cases.db import transaction
 from cases.mail import voice_case_email
 from cases.models import EmailMessage
 from cases.notify import Ctx
-from cases.services import create_user, register_case
+from cases.registration import register
+from cases.services import create_user
 from infra.runtime import runtime
 from tests.test_ivr import all_cases, call
 from workers.mailer import (
@@ -139,9 +140,15 @@ def voice_case(
         ctx = Ctx(muni, T0, base_url="https://comune.example.it")
         ref, _ = create_user(s, ctx, "ref", "referent", office, full_name="Anna Bianchi")
         ref.email = referent_email
-        case = register_case(
-            s, ctx, channel="voice", phone=CALLER, text="cassonetto rotto", category=category
-        )
+        case = register(
+            s,
+            ctx,
+            confirm=True,
+            channel="voice",
+            phone=CALLER,
+            text="cassonetto rotto",
+            category=category,
+        ).case
         row = voice_case_email(s, ctx, case, "https://api.twilio.com/rec/RE1")
         assert row is not None
         s.flush()
@@ -174,14 +181,26 @@ def test_a_voice_call_to_an_office_that_asks_for_it_e_mails_its_referents(
         for name, email in (("ref1", "anna@comune.example.it"), ("ref2", None)):
             u, _ = create_user(s, ctx, name, "referent", office)
             u.email = email
-        earlier = register_case(
-            s, ctx, channel="sms", phone=CALLER, text="altra questione", category=cat.code
-        )
+        earlier = register(
+            s,
+            ctx,
+            confirm=True,
+            channel="sms",
+            phone=CALLER,
+            text="altra questione",
+            category=cat.code,
+        ).case
         earlier_protocol = earlier.protocol
         # the caller's case at another office: not the referents' to see, so not in the mail
-        elsewhere = register_case(
-            s, ctx, channel="sms", phone=CALLER, text="questione riservata", category="sociale"
-        )
+        elsewhere = register(
+            s,
+            ctx,
+            confirm=True,
+            channel="sms",
+            phone=CALLER,
+            text="questione riservata",
+            category="sociale",
+        ).case
         elsewhere_protocol = elsewhere.protocol
     codes = [c.code for c in muni.categories if c.code != "altro"]
     idx = codes.index(cat.code)
@@ -228,7 +247,9 @@ def test_an_office_that_does_not_ask_gets_no_e_mail(
         ctx = Ctx(muni, T0)
         ref, _ = create_user(s, ctx, "ref", "referent", office.code)
         ref.email = "ref@comune.example.it"
-        case = register_case(s, ctx, channel="voice", phone=CALLER, text="x", category=category)
+        case = register(
+            s, ctx, confirm=True, channel="voice", phone=CALLER, text="x", category=category
+        ).case
         assert voice_case_email(s, ctx, case) is None
 
 

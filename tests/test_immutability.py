@@ -13,7 +13,8 @@ from cases.config import Municipality
 from cases.db import transaction
 from cases.models import Case, Status
 from cases.notify import Ctx
-from cases.services import create_user, register_case
+from cases.registration import register
+from cases.services import create_user
 from cases.workflow import perform
 
 NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
@@ -22,9 +23,14 @@ NOW = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 @pytest.fixture
 def registered(sessions: sessionmaker[Session], muni: Municipality) -> int:
     with transaction(sessions) as s:
-        case = register_case(
-            s, Ctx(muni, NOW), channel="sms", phone="+393331234567", text="lampione spento"
-        )
+        case = register(
+            s,
+            Ctx(muni, NOW),
+            confirm=True,
+            channel="sms",
+            phone="+393331234567",
+            text="lampione spento",
+        ).case
         return case.id
 
 

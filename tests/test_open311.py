@@ -24,7 +24,7 @@ from cases.config import Municipality
 from cases.db import transaction
 from cases.models import ApiKey, Attachment, Case, OutboxMessage
 from cases.notify import Ctx
-from cases.services import register_case
+from cases.registration import register
 from tests.conftest import ROOT, Staff
 
 BASE = "/open311/v2"
@@ -408,9 +408,14 @@ def sms_case(
     app: Flask, muni: Municipality, text: str = "lampione spento, sono Mario Rossi"
 ) -> Case:
     with transaction(rt(app).sessions) as s:
-        return register_case(
-            s, Ctx(muni, datetime.now(UTC)), channel="sms", text=text, phone="+393339998877"
-        )
+        return register(
+            s,
+            Ctx(muni, datetime.now(UTC)),
+            confirm=True,
+            channel="sms",
+            text=text,
+            phone="+393339998877",
+        ).case
 
 
 def test_get_request_by_id(app: Flask, client: FlaskClient, key: str) -> None:

@@ -15,7 +15,7 @@ from cases.errors import Invalid
 from cases.models import Case
 from cases.notify import Ctx
 from cases.protocol import parse_protocol, protocol_year
-from cases.services import register_case
+from cases.registration import register
 from tests.conftest import ROOT
 
 
@@ -23,7 +23,7 @@ def _register(
     s: Session, muni: Municipality, now: datetime, text: str = "buca in via Roma"
 ) -> Case:
     ctx = Ctx(muni=muni, now=now, base_url="https://x.example")
-    return register_case(s, ctx, channel="sms", phone="+393331234567", text=text)
+    return register(s, ctx, confirm=True, channel="sms", phone="+393331234567", text=text).case
 
 
 def _numbers(s: Session, muni: str, year: int) -> list[int]:

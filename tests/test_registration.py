@@ -1,6 +1,6 @@
-"""commit_registration and register_if: a prepared case written and committed with its linked
-rows (after a look-up, for register_if), in one statement on PostgreSQL and through the ORM on
-SQLite, with the same result on both."""
+"""register(commit=True): a case written and committed with its linked rows (after a look-up,
+with `when`), in one statement on PostgreSQL and through the ORM on SQLite, with the same
+result on both."""
 
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ from cases.config import Municipality
 from cases.db import Base, direct_connections, make_engine, make_sessionmaker
 from cases.models import Attachment, Case, CaseEvent, InboundMessage, ProtocolCounter
 from cases.notify import Ctx, render
-from cases.registration import PROVISIONAL, Precondition, commit_registration, register_if
-from cases.services import NewAttachment, prepare_case, register_case
+from cases.registration import (
+    PROVISIONAL,
+    NewAttachment,
+    Precondition,
+    Registered,
+    prepare_case,
+    register,
+)
 from infra.runtime import runtime
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -56,9 +62,8 @@ def _inbound(ctx: Ctx, sid: str, body: str = "buca") -> Any:
     return linked
 
 
-def _prepare(ctx: Ctx, photos: int = 0) -> Case:
-    return prepare_case(
-        ctx,
+def _fields(photos: int = 0) -> dict[str, Any]:
+    return dict(
         channel="sms",
         text="Buca profonda in via Roma 12",
         phone=PHONE,
@@ -67,6 +72,10 @@ def _prepare(ctx: Ctx, photos: int = 0) -> Case:
             for i in range(photos)
         ],
     )
+
+
+def _register(s: Session, ctx: Ctx, linked: Any = None, photos: int = 0, **kw: Any) -> Registered:
+    return register(s, ctx, linked=linked, commit=True, **_fields(photos), **kw)
 
 
 def _columns(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -78,9 +87,9 @@ def test_written_rows_are_what_the_orm_writes(
 ) -> None:
     ctx = _ctx(muni)
     with sessions() as s:
-        case = _prepare(ctx, photos=2)
         linked = _inbound(ctx, "SM1", ODD_BODY)
-        (row,) = commit_registration(s, case, linked, ("reply",))
+        done = _register(s, ctx, linked, photos=2)
+        case, (row,) = done.case, done.rows
         # committed, persistent, nothing left for the session to write
         assert not (s.new or s.dirty) and s.get(Case, case.id) is case
         assert case.number == 1 and case.protocol == "2026/0000001"
@@ -119,8 +128,8 @@ def test_written_rows_are_what_the_orm_writes(
         ]
         assert all(a.state == "pending" for a in attachments)
 
-        # The ORM path (register_case) writes the same columns for the same registration.
-        orm = register_case(
+        # The ORM path (in the caller's transaction) writes the same columns for the same registration.
+        orm = register(
             s,
             ctx,
             channel="sms",
@@ -130,8 +139,8 @@ def test_written_rows_are_what_the_orm_writes(
                 NewAttachment("photo", f"https://api.twilio.com/m/{i}", "image/jpeg")
                 for i in range(2)
             ],
-            confirm_by_sms=False,
-        )
+            confirm=False,
+        ).case
         s.commit()
         skip = ("id", "number", "track_token", "case_id")
         assert _columns(orm, skip) == _columns(stored, skip)
@@ -147,11 +156,10 @@ def test_numbers_past_seven_digits_are_printed_in_full(
 ) -> None:
     ctx = _ctx(muni)
     with sessions() as s:
-        commit_registration(s, _prepare(ctx), _inbound(ctx, "SM1"), ("reply",))
+        _register(s, ctx, _inbound(ctx, "SM1"))
         s.execute(update(ProtocolCounter).values(last_number=9_999_999))
         s.commit()
-        case = _prepare(ctx)
-        commit_registration(s, case, _inbound(ctx, "SM2"), ("reply",))
+        case = _register(s, ctx, _inbound(ctx, "SM2")).case
     assert case.protocol == "2026/10000000"
     with sessions() as s:
         reply = s.scalar(select(InboundMessage.reply).where(InboundMessage.provider_sid == "SM2"))
@@ -163,12 +171,11 @@ def test_a_failed_registration_consumes_no_number(
 ) -> None:
     ctx = _ctx(muni)
     with sessions() as s:
-        commit_registration(s, _prepare(ctx), _inbound(ctx, "SM1"))
+        _register(s, ctx, _inbound(ctx, "SM1"))
         with pytest.raises(IntegrityError):  # the same provider id again: refused whole
-            commit_registration(s, _prepare(ctx, photos=1), _inbound(ctx, "SM1"))
+            _register(s, ctx, _inbound(ctx, "SM1"), photos=1)
         s.rollback()
-        again = _prepare(ctx)
-        commit_registration(s, again, _inbound(ctx, "SM2"))
+        again = _register(s, ctx, _inbound(ctx, "SM2")).case
         assert again.number == 2
     with sessions() as s:
         assert list(s.scalars(select(Case.number).order_by(Case.number))) == [1, 2]
@@ -180,17 +187,16 @@ def test_other_pending_work_is_refused(sessions: sessionmaker[Session], muni: Mu
     """It commits: work the caller has not flushed would be committed behind its back."""
     ctx = _ctx(muni)
     with sessions() as s:
-        s.add(_prepare(ctx))
+        s.add(prepare_case(ctx, **_fields()))
         with pytest.raises(RuntimeError, match="commits"):
-            commit_registration(s, _prepare(ctx))
+            _register(s, ctx)
 
 
 def test_photos_are_handed_to_the_media_worker(app: Flask, muni: Municipality) -> None:
     """The app's sessions collect new attachments for dispatch.after_commit on both paths."""
     ctx = _ctx(muni)
     with runtime(app).sessions() as s:
-        case = _prepare(ctx, photos=2)
-        commit_registration(s, case, _inbound(ctx, "SM1"))
+        case = _register(s, ctx, _inbound(ctx, "SM1"), photos=2).case
         queued = s.info.get("new_media", [])
         assert sorted(a.id for a in queued) == sorted(a.id for a in case.attachments)
         assert len(queued) == 2
@@ -213,11 +219,11 @@ def test_concurrent_registrations_are_gap_free_and_each_reply_has_its_own_number
             for i in range(25):
                 with factory() as s:
                     sid = f"SM{t:02d}{i:04d}"
-                    commit_registration(s, _prepare(ctx), _inbound(ctx, sid), ("reply",))
+                    _register(s, ctx, _inbound(ctx, sid))
                     if i % 7 == 3:  # a provider retry racing in: refused, no number used
                         s.rollback()
                         with pytest.raises(IntegrityError):
-                            commit_registration(s, _prepare(ctx), _inbound(ctx, sid), ("reply",))
+                            _register(s, ctx, _inbound(ctx, sid))
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -258,17 +264,14 @@ def test_register_if_registers_only_when_its_precondition_holds(
     ctx, pre = _ctx(muni), _at_most_one_case_per_phone()
     values = {"phone": PHONE, "most": 1}
     with sessions() as s:
-        first = _prepare(ctx)  # also the year's first number: its counter row is made
-        rows, looked = register_if(s, pre, values, first, _inbound(ctx, "SM1"), ("reply",))
-        assert rows is not None and looked == {"cases_of_phone": 0}
-        assert first.number == 1 and "2026/0000001" in rows[0].reply  # type: ignore[attr-defined]
-        again = _prepare(ctx)
-        rows, looked = register_if(s, pre, values, again, _inbound(ctx, "SM2"), ("reply",))
-        assert rows is None and looked == {"cases_of_phone": 1}
-        rows, looked = register_if(
-            s, pre, {**values, "most": 2}, _prepare(ctx), _inbound(ctx, "SM3")
-        )
-        assert rows is not None and looked == {"cases_of_phone": 1}
+        # also the year's first number: its counter row is made
+        first = _register(s, ctx, _inbound(ctx, "SM1"), when=(pre, values))
+        assert first.written and first.looked_up == {"cases_of_phone": 0}
+        assert first.case.number == 1 and "2026/0000001" in first.rows[0].reply  # type: ignore[attr-defined]
+        again = _register(s, ctx, _inbound(ctx, "SM2"), when=(pre, values))
+        assert not again.written and again.looked_up == {"cases_of_phone": 1}
+        third = _register(s, ctx, _inbound(ctx, "SM3"), when=(pre, {**values, "most": 2}))
+        assert third.written and third.looked_up == {"cases_of_phone": 1}
     with sessions() as s:
         assert list(s.scalars(select(Case.number).order_by(Case.number))) == [1, 2]
         assert set(s.scalars(select(InboundMessage.provider_sid))) == {"SM1", "SM3"}
@@ -293,17 +296,15 @@ def test_a_connection_the_server_closed_is_replaced(muni: Municipality, pg_url: 
             assert conn.scalar(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
 
     with factory() as s:
-        commit_registration(s, _prepare(ctx), _inbound(ctx, "SM1"), repeatable=True)
+        _register(s, ctx, _inbound(ctx, "SM1"), repeatable=True)
         kill()
-        case = _prepare(ctx)
-        commit_registration(s, case, _inbound(ctx, "SM2"), repeatable=True)
+        case = _register(s, ctx, _inbound(ctx, "SM2"), repeatable=True).case
         assert case.number == 2
         kill()
         with pytest.raises(OperationalError):
-            commit_registration(s, _prepare(ctx), _inbound(ctx, "SM3"))
+            _register(s, ctx, _inbound(ctx, "SM3"))
         s.rollback()
-        case = _prepare(ctx)
-        commit_registration(s, case, _inbound(ctx, "SM4"))
+        case = _register(s, ctx, _inbound(ctx, "SM4")).case
         assert case.number == 3
     conn = direct._connection()
     engine.dispose()

@@ -24,7 +24,8 @@ from cases.db import transaction
 from cases.mail import voice_case_email
 from cases.models import Case, EmailMessage, Role, User
 from cases.notify import Ctx
-from cases.services import NewAttachment, add_attachment, create_user, register_case
+from cases.registration import NewAttachment, add_attachment, register
+from cases.services import create_user
 from cases.workflow import can_view, visible_to
 from infra.runtime import runtime
 from ivr.simulator import Switchboard
@@ -40,7 +41,9 @@ PERSONAS = ("op_amb", "ref_amb", "urp_vf")
 def _case(app: Flask, muni: Any, text: str, phone: str, category: str) -> Case:
     with transaction(runtime(app).sessions) as s:
         ctx = Ctx(muni, NOW, "https://comune.example.it")
-        case = register_case(s, ctx, channel="sms", text=text, phone=phone, category=category)
+        case = register(
+            s, ctx, confirm=True, channel="sms", text=text, phone=phone, category=category
+        ).case
         s.flush()
         add_attachment(ctx, case, NewAttachment("photo", "https://x.example/p.jpg", "image/jpeg"))
         s.flush()

@@ -15,7 +15,8 @@ from cases.config import Municipality
 from cases.db import transaction
 from cases.models import Case, User
 from cases.notify import Ctx
-from cases.services import create_user, register_case
+from cases.registration import register
+from cases.services import create_user
 from cases.stats import Dashboard, dashboard, percentile, to_csv
 from cases.workflow import perform
 
@@ -40,14 +41,15 @@ class Builder:
 
     def case(self, at: datetime, channel: str, category: str | None, text: str = NEUTRAL) -> int:
         with transaction(self.sessions) as s:
-            return register_case(
+            return register(
                 s,
                 Ctx(self.muni, at),
+                confirm=True,
                 channel=channel,
                 phone="+393331234567",
                 text=text,
                 category=category,
-            ).id
+            ).case.id
 
     def step(self, cid: int, who: str, action: str, at: datetime, **body: str) -> None:
         with transaction(self.sessions) as s:

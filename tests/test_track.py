@@ -20,7 +20,8 @@ from cases.db import transaction
 from cases.models import Case, OutboxMessage, User
 from cases.notify import Ctx
 from cases.protocol import url_protocol
-from cases.services import NewAttachment, create_user, register_case
+from cases.registration import NewAttachment, register
+from cases.services import create_user
 from cases.workflow import perform
 from infra.runtime import runtime
 
@@ -50,15 +51,16 @@ class Town:
     def new(self, text: str = TEXT, language: str = "it", photos: int = 0) -> int:
         with transaction(self.sessions) as s:
             atts = [NewAttachment("photo", f"https://media.example/{i}") for i in range(photos)]
-            case = register_case(
+            case = register(
                 s,
                 self.ctx(T0),
+                confirm=True,
                 channel="sms",
                 phone=PHONE,
                 text=text,
                 language=language,
                 attachments=atts,
-            )
+            ).case
             return case.id
 
     def do(self, cid: int, who: str, action: str, body: dict[str, Any], at: datetime) -> None:
@@ -246,7 +248,9 @@ def test_the_municipality_comes_from_the_token_or_the_m_parameter(
     ids = []
     with transaction(runtime(app).sessions) as s:
         for m, text in ((m1, "buca in via Roma"), (m2, "rami caduti in piazza")):
-            ids.append(register_case(s, Ctx(m, T0), channel="sms", phone=PHONE, text=text).id)
+            ids.append(
+                register(s, Ctx(m, T0), confirm=True, channel="sms", phone=PHONE, text=text).case.id
+            )
     with runtime(app).sessions() as s:
         tokens = [s.get(Case, i).track_token for i in ids]  # type: ignore[union-attr]
     _, html, _ = page(client, f"/track/2026-0000001?t={tokens[1]}")

@@ -19,7 +19,8 @@ from cases.config import Municipality
 from cases.db import make_engine, make_sessionmaker, transaction
 from cases.models import Case, CaseEvent, StaffNotification
 from cases.notify import Ctx
-from cases.services import create_user, flag_overdue, register_case, take_lease
+from cases.registration import register
+from cases.services import create_user, flag_overdue, take_lease
 from tests.conftest import ROOT, need
 
 T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
@@ -28,9 +29,16 @@ T0 = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
 def _setup(sessions: sessionmaker[Session], muni: Municipality) -> tuple[int, int]:
     with transaction(sessions) as s:
         boss, _ = create_user(s, Ctx(muni, T0), "boss", "supervisor")
-        old = register_case(s, Ctx(muni, T0), channel="sms", phone="+393331234567", text="x")
-        register_case(
-            s, Ctx(muni, T0 + timedelta(days=29)), channel="sms", phone="+393331234567", text="y"
+        old = register(
+            s, Ctx(muni, T0), confirm=True, channel="sms", phone="+393331234567", text="x"
+        ).case
+        register(
+            s,
+            Ctx(muni, T0 + timedelta(days=29)),
+            confirm=True,
+            channel="sms",
+            phone="+393331234567",
+            text="y",
         )
         return boss.id, old.id
 
@@ -79,7 +87,9 @@ def test_real_celery_worker_on_redis_runs_the_overdue_task(
     sessions = make_sessionmaker(engine)
     with transaction(sessions) as s:
         create_user(s, Ctx(muni, T0), "boss", "supervisor")
-        register_case(s, Ctx(muni, T0), channel="sms", phone="+393331234567", text="vecchio")
+        register(
+            s, Ctx(muni, T0), confirm=True, channel="sms", phone="+393331234567", text="vecchio"
+        )
     env = dict(
         os.environ,
         DATABASE_URL=url,

@@ -13,7 +13,8 @@ from cases.db import transaction
 from cases.errors import Forbidden, IllegalTransition, Invalid, NotFound
 from cases.models import Case, OutboxMessage, StaffNotification, Status, User
 from cases.notify import Ctx
-from cases.services import create_user, register_case
+from cases.registration import register
+from cases.services import create_user
 from cases.workflow import STEPS, check, perform
 
 T0 = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)  # 10:00 in Rome: outside quiet hours
@@ -83,14 +84,15 @@ class World:
 
     def new_case(self, text: str = "segnalazione generica senza parole chiave") -> int:
         with transaction(self.sessions) as s:
-            return register_case(
+            return register(
                 s,
                 self.ctx(),
+                confirm=True,
                 channel="counter",
                 phone="+393331234567",
                 text=text,
                 actor=self.user(s, "urp"),
-            ).id
+            ).case.id
 
     def do(self, case_id: int, who: str, action: str, body: dict | None = None) -> Case:  # type: ignore[type-arg]
         with transaction(self.sessions) as s:
@@ -266,7 +268,9 @@ def test_closing_a_master_closes_its_duplicates_and_tells_each_reporter(world: W
     for phone in ("+393401111111", "+393402222222"):
         with transaction(world.sessions) as s:
             dups.append(
-                register_case(s, world.ctx(), channel="sms", phone=phone, text="stessa buca").id
+                register(
+                    s, world.ctx(), confirm=True, channel="sms", phone=phone, text="stessa buca"
+                ).case.id
             )
     for d in dups:
         case = world.do(d, "urp", "duplicate", {"of": world.protocol(master)})

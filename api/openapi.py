@@ -1,10 +1,13 @@
-"""The OpenAPI 3.1 description of /api/v1, served at /api/v1/openapi.json."""
+"""The OpenAPI 3.1 description of /api/v1, served at /api/v1/openapi.json. The bodies of the
+workflow steps are generated from their typed inputs (`cases.step_inputs`), the enums from
+the models: what a step takes is written once, in the domain."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from cases.models import Channel, Status
+from cases.step_inputs import Inputs, schema
 from cases.workflow import STEPS
 
 _STR = {"type": "string"}
@@ -18,6 +21,17 @@ def _err(desc: str) -> dict[str, Any]:
         "description": desc,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+
+
+def _input_models() -> list[type[Inputs]]:
+    """Each step's inputs model, once (the JSON schema of a step's body)."""
+    return list(dict.fromkeys(step.inputs for step in STEPS.values()))
+
+
+def _fields(model: type[Inputs]) -> str:
+    """What a step takes, in words: its fields, the required ones marked."""
+    names = [f"{n} (required)" if n in model.required else n for n in model.model_fields]
+    return ", ".join(names) or "nothing"
 
 
 def spec() -> dict[str, Any]:
@@ -63,23 +77,8 @@ def spec() -> dict[str, Any]:
         "description": "Protocol number as written in URLs: 2026-0000123",
     }
     action_body = {
-        "type": "object",
-        "properties": {
-            "office": _STR,
-            "category": _STR,
-            "operator": {"type": ["string", "integer"]},
-            "text": _STR,
-            "public": {"type": "boolean"},
-            "note": _STR,
-            "reply": _STR,
-            "reason": _STR,
-            "of": _STR,
-        },
-        "description": (
-            "assign: office and/or category; dispatch: operator; note: text, public; "
-            "resolve: note; close: reply; reopen: reason; duplicate: of (master protocol); "
-            "not_competent: reply; annul: reason"
-        ),
+        "anyOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in _input_models()],
+        "description": "; ".join(f"{name}: {_fields(step.inputs)}" for name, step in STEPS.items()),
     }
     auth_errors = {"401": _err("missing or wrong token")}
     return {
@@ -145,6 +144,7 @@ def spec() -> dict[str, Any]:
                     },
                     "required": ["text"],
                 },
+                **{m.__name__: schema(m) for m in _input_models()},
                 "Notification": {
                     "type": "object",
                     "properties": {

@@ -2,8 +2,9 @@
 
 A translator edits `cases/translations/<language>/LC_MESSAGES/<domain>.po`: `messages` holds
 the console's words, `ivr` what the switchboard says, `track` the citizens' status page,
-`status` the names of a case's statuses that citizens read (texts, calls, the status page). `pybabel extract` (the commands are in
-babel.cfg) finds every word the code and the templates ask for, and `pybabel update` adds the
+`status` the names of a case's statuses that citizens read (texts, calls, the status page),
+`history` the names of the history's entries (the moves of `cases.workflow.MOVES`).
+`pybabel extract` (the commands are in babel.cfg) finds every word the code and the templates ask for, and `pybabel update` adds the
 new ones to each catalogue (tests/test_i18n.py fails while one lacks a word). The message ids
 are keys (`login`, `spool_banner`), so that a change of wording in one language touches no
 code; `{name}` placeholders are filled here. The catalogues are read from their .po files

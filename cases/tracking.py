@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from cases.config import Municipality
 from cases.errors import Invalid, NotFound
+from cases.i18n import words
 from cases.models import Case, CaseEvent, Status
 from cases.notify import Ctx, local_date, local_datetime, office_name, status_label
 from cases.protocol import parse_protocol, url_protocol
@@ -31,13 +32,9 @@ from cases.workflow import action_label
 LANGUAGES = ("it", "en")
 MAX_TOKEN = 64  # tokens are 22 characters; anything much longer is not one of ours
 
-# Labels for history actions that are not workflow steps.
-_OTHER_LABELS: dict[str, tuple[str, str]] = {
-    "register": ("Segnalazione registrata", "Report registered"),
-    "citizen_message": ("Suo messaggio", "Your message"),
-    "master_closed": ("Conclusa con la segnalazione collegata", "Closed with the linked report"),
-    "note": ("Aggiornamento dall'ufficio", "Update from the office"),
-}
+# History entries the citizen reads in words of their own (track.po, "event_<action>"); the
+# others keep the name staff read (history.po).
+CITIZEN_WORDED = ("register", "citizen_message", "master_closed", "note")
 # Which history events the citizen sees, and whether their note is addressed to the citizen.
 # Public events (the ones that text the citizen) plus the automatic routing, the office's
 # resolution and the annulment, whose notes are internal and stay hidden.
@@ -161,9 +158,8 @@ def _local(ctx: Ctx, when: datetime | None, with_time: bool = True) -> str:
 
 
 def _label(event: CaseEvent, lang: str) -> str:
-    if event.action in _OTHER_LABELS:  # the citizen's wording of the system's entries
-        it, en = _OTHER_LABELS[event.action]
-        return en if lang == "en" else it
+    if event.action in CITIZEN_WORDED:
+        return words("track", lang, f"event_{event.action}", {})
     return action_label(event.action, lang)
 
 

@@ -1,8 +1,11 @@
-"""The one state machine of a case: which step, from which status, by whom, with what effect.
+"""The one state machine of a case: `MOVES`, the table of legal moves (from which statuses,
+by whom, with what effect and inputs, to which statuses).
 
-Every caller (API, console, channels, workers) goes through perform(); nothing else changes a
-case's status. Each step checks the actor's role and office, applies its effect, appends a
-history event and, for public steps, queues the citizen's text, all in the caller's transaction.
+Staff go through perform() (the API, the console), the system through system_step() (the
+registration, automatic routing, a citizen's message, the overdue flag); nothing else changes
+a case's status. Each move is checked against the table, applies its effect, appends a
+history event and, for public steps, queues the citizen's text, all in the caller's
+transaction.
 """
 
 from __future__ import annotations
@@ -16,15 +19,29 @@ from sqlalchemy import ColumnElement, and_, false, or_, select
 from sqlalchemy.orm import Session
 
 from cases.errors import Forbidden, IllegalTransition, Invalid, NotFound
+from cases.i18n import words
 from cases.models import OPEN_STATUSES, Case, CaseEvent, Role, Status, User
 from cases.notify import Ctx, notify_staff, queue_citizen_text, render, staff_of
 from cases.protocol import case_by_number, parse_protocol, protocol_year
+from cases.step_inputs import (
+    AssignInputs,
+    DispatchInputs,
+    DuplicateInputs,
+    Inputs,
+    NoInputs,
+    NoteInputs,
+    ReasonInputs,
+    ReplyInputs,
+    ResolveInputs,
+    parse,
+)
 
 SYSTEM = "sistema"
 ALL_POWERFUL = frozenset({Role.SUPERVISOR, Role.ADMIN})
 ALL_STATUSES = frozenset(Status)
 
-Effect = Callable[[Session, Ctx, User | None, Case, dict[str, Any]], "Outcome"]
+# An effect gets the step's typed inputs (its `Step.inputs` model, validated by perform).
+Effect = Callable[[Session, Ctx, User | None, Case, Any], "Outcome"]
 
 
 @dataclass
@@ -41,43 +58,24 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Step:
+    """One legal move: from which statuses, by whom, doing what, with which inputs, to which
+    statuses (None: the status stays)."""
+
     name: str
     sources: frozenset[Status]
-    roles: frozenset[Role]  # besides supervisor and admin, who may do every step
+    # besides supervisor and admin, who may take every staff step; None: the system's only
+    roles: frozenset[Role] | None
     office_scoped: bool  # referents and operators act only on their own office's cases
-    effect: Effect
-    label_it: str
-    label_en: str
+    effect: Effect | None  # None: the system says the outcome (system_step)
+    inputs: type[Inputs]
+    targets: frozenset[Status | None]
 
 
 # The steps whose text, written by staff, reaches the citizen: the SMS template wrapped around
 # it (the staff's words fill {reply} or {note}).
 REPLY_TEMPLATES = {"close": "closed", "not_competent": "not_competent", "note": "public_note"}
 
-# History actions that are not workflow steps (the registration, the system's own entries).
-OTHER_ACTIONS: dict[str, tuple[str, str]] = {
-    "register": ("Registrato", "Registered"),
-    "overdue": ("Scaduto", "Overdue"),
-    "citizen_message": ("Messaggio del cittadino", "Citizen message"),
-    "transcript": ("Trascrizione", "Transcript"),
-    "master_closed": ("Chiuso con il caso principale", "Closed with its master case"),
-}
-
 # ---------------------------------------------------------------- helpers
-
-
-def _text(body: dict[str, Any], key: str, *, required: bool = True, limit: int = 4000) -> str:
-    value = body.get(key, "")
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise Invalid(f"'{key}' must be a string")
-    value = value.strip()
-    if required and not value:
-        raise Invalid(f"'{key}' is required")
-    if len(value) > limit:
-        raise Invalid(f"'{key}' is longer than {limit} characters")
-    return value
 
 
 def due_for(ctx: Ctx, case: Case) -> Any:
@@ -96,9 +94,8 @@ def set_category(ctx: Ctx, case: Case, code: str) -> None:
 # ---------------------------------------------------------------- effects
 
 
-def _assign(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
-    category = _text(body, "category", required=False, limit=64)
-    office = _text(body, "office", required=False, limit=32)
+def _assign(s: Session, ctx: Ctx, actor: User | None, case: Case, i: AssignInputs) -> Outcome:
+    category, office = i.category, i.office
     if category:
         set_category(ctx, case, category)
     if not office:
@@ -125,25 +122,19 @@ def _assign(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str
     )
     return Outcome(
         Status.ASSIGNED,
-        note=_text(body, "note", required=False),
+        note=i.note,
         public=True,
         template="assigned",
         data={"office": office, "previous_office": previous, "category": case.category},
     )
 
 
-def _dispatch(
-    s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]
-) -> Outcome:
-    who = body.get("operator")
-    if isinstance(who, int) and not isinstance(who, bool):
+def _dispatch(s: Session, ctx: Ctx, actor: User | None, case: Case, i: DispatchInputs) -> Outcome:
+    who = i.operator
+    if isinstance(who, int):
         op = s.get(User, who)
-    elif isinstance(who, str) and who.strip():
-        op = s.scalar(
-            select(User).where(User.municipality == ctx.muni.code, User.name == who.strip())
-        )
     else:
-        raise Invalid("'operator' (user name or id) is required")
+        op = s.scalar(select(User).where(User.municipality == ctx.muni.code, User.name == who))
     if (
         op is None
         or op.municipality != ctx.muni.code
@@ -155,10 +146,10 @@ def _dispatch(
     case.assignee_id = op.id
     case.assignee = op
     notify_staff(s, ctx, [op], "dispatched", case, f"{case.protocol}: assegnato a te")
-    return Outcome(None, note=_text(body, "note", required=False), data={"operator": op.name})
+    return Outcome(None, note=i.note, data={"operator": op.name})
 
 
-def _take(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
+def _take(s: Session, ctx: Ctx, actor: User | None, case: Case, i: NoInputs) -> Outcome:
     assert actor is not None
     if case.assignee_id not in (None, actor.id) and actor.role == Role.OPERATOR:
         raise Forbidden("the case was dispatched to another operator")
@@ -167,11 +158,8 @@ def _take(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, 
     return Outcome(Status.IN_PROGRESS, public=True, template="taken", data={"operator": actor.name})
 
 
-def _note(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
-    text = _text(body, "text")
-    public = body.get("public", False)
-    if not isinstance(public, bool):
-        raise Invalid("'public' must be true or false")
+def _note(s: Session, ctx: Ctx, actor: User | None, case: Case, i: NoteInputs) -> Outcome:
+    text, public = i.text, i.public
     if public and case.status == Status.ANNULLED:
         raise IllegalTransition("an annulled case sends nothing to the citizen")
     return Outcome(
@@ -183,8 +171,8 @@ def _note(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, 
     )
 
 
-def _resolve(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
-    note = _text(body, "note", required=False)
+def _resolve(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ResolveInputs) -> Outcome:
+    note = i.note
     notify_staff(
         s,
         ctx,
@@ -197,8 +185,8 @@ def _resolve(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[st
     return Outcome(Status.RESOLVED, note=note)
 
 
-def _close(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
-    reply = _text(body, "reply", limit=1000)
+def _close(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ReplyInputs) -> Outcome:
+    reply = i.reply
     case.closed_at = ctx.now
     dups = s.scalars(
         select(Case).where(Case.master_id == case.id, Case.status == Status.DUPLICATE)
@@ -210,8 +198,7 @@ def _close(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str,
             ctx,
             None,
             dup,
-            "master_closed",
-            Status.CLOSED,
+            MOVES["master_closed"],
             Outcome(
                 Status.CLOSED,
                 note=reply,
@@ -231,8 +218,8 @@ def _close(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str,
     )
 
 
-def _reopen(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
-    reason = _text(body, "reason")
+def _reopen(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ReasonInputs) -> Outcome:
+    reason = i.reason
     if case.closed_at is None or ctx.now - case.closed_at > timedelta(days=ctx.muni.reopen_days):
         raise IllegalTransition(
             f"a case can be reopened only within {ctx.muni.reopen_days} days of its closing"
@@ -242,10 +229,8 @@ def _reopen(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str
     return Outcome(target, note=reason, public=True, template="reopened")
 
 
-def _duplicate(
-    s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]
-) -> Outcome:
-    of = _text(body, "of", limit=20)
+def _duplicate(s: Session, ctx: Ctx, actor: User | None, case: Case, i: DuplicateInputs) -> Outcome:
+    of = i.of
     year, number = parse_protocol(of, protocol_year(ctx.now, ctx.muni.tz))
     master = case_by_number(s, ctx.muni.code, year, number)
     if master is None:
@@ -258,7 +243,7 @@ def _duplicate(
     case.master = master
     return Outcome(
         Status.DUPLICATE,
-        note=_text(body, "note", required=False),
+        note=i.note,
         public=True,
         template="duplicate",
         values={"master": master.protocol},
@@ -266,10 +251,8 @@ def _duplicate(
     )
 
 
-def _not_competent(
-    s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]
-) -> Outcome:
-    reply = _text(body, "reply", limit=1000)
+def _not_competent(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ReplyInputs) -> Outcome:
+    reply = i.reply
     case.closed_at = ctx.now
     return Outcome(
         Status.NOT_COMPETENT,
@@ -280,8 +263,8 @@ def _not_competent(
     )
 
 
-def _annul(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str, Any]) -> Outcome:
-    reason = _text(body, "reason")
+def _annul(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ReasonInputs) -> Outcome:
+    reason = i.reason
     case.annulled_at = ctx.now
     case.annulled_by = actor.id if actor else None
     case.annul_reason = reason
@@ -289,118 +272,64 @@ def _annul(s: Session, ctx: Ctx, actor: User | None, case: Case, body: dict[str,
 
 
 _OPEN = frozenset(OPEN_STATUSES)
-STEPS: dict[str, Step] = {
+S = Status
+# who takes a step, besides supervisors and admins (who may take every staff step)
+_URP, _REFERENT = frozenset({Role.URP}), frozenset({Role.REFERENT})
+_OFFICE = frozenset({Role.OPERATOR, Role.REFERENT})  # the office that does the work
+_ALL_STAFF = frozenset({Role.URP, Role.REFERENT, Role.OPERATOR})
+_NOBODY: frozenset[Role] = frozenset()  # supervisors and admins only
+_STAY: frozenset[Status | None] = frozenset({None})  # the status does not change
+
+
+def _from(*statuses: Status) -> frozenset[Status]:
+    return frozenset(statuses)
+
+
+def _to(*statuses: Status) -> frozenset[Status | None]:
+    return frozenset(statuses)
+
+
+# The table of legal moves: every change to a case, by staff or by the system, is one of
+# these, from one of its source statuses to one of its targets. Staff take the steps with
+# roles through `perform`; the system records its own (and routes automatically) through
+# `system_step`, against the same sources and targets. Their names for people are in the
+# "history" catalogue (cases/translations/*/LC_MESSAGES/history.po).
+# fmt: off
+MOVES: dict[str, Step] = {
     s.name: s
     for s in (
-        Step(
-            "assign",
-            frozenset({Status.RECEIVED, Status.ASSIGNED}),
-            frozenset({Role.URP}),
-            False,
-            _assign,
-            "Assegnato all'ufficio",
-            "Assigned to office",
-        ),
-        Step(
-            "dispatch",
-            frozenset({Status.ASSIGNED, Status.IN_PROGRESS}),
-            frozenset({Role.REFERENT}),
-            True,
-            _dispatch,
-            "Affidato a un operatore",
-            "Dispatched to an operator",
-        ),
-        Step(
-            "take",
-            frozenset({Status.ASSIGNED}),
-            frozenset({Role.OPERATOR, Role.REFERENT}),
-            True,
-            _take,
-            "Preso in carico",
-            "Taken in charge",
-        ),
-        Step(
-            "note",
-            ALL_STATUSES,
-            frozenset({Role.URP, Role.REFERENT, Role.OPERATOR}),
-            True,
-            _note,
-            "Nota",
-            "Note",
-        ),
-        Step(
-            "resolve",
-            frozenset({Status.IN_PROGRESS}),
-            frozenset({Role.OPERATOR, Role.REFERENT}),
-            True,
-            _resolve,
-            "Risolto dall'ufficio",
-            "Resolved by the office",
-        ),
-        Step(
-            "close",
-            frozenset({Status.RESOLVED}),
-            frozenset({Role.URP}),
-            False,
-            _close,
-            "Chiuso con risposta",
-            "Closed with a reply",
-        ),
-        Step(
-            "reopen",
-            frozenset({Status.CLOSED}),
-            frozenset({Role.URP}),
-            False,
-            _reopen,
-            "Riaperto",
-            "Reopened",
-        ),
-        Step(
-            "duplicate",
-            frozenset({Status.RECEIVED, Status.ASSIGNED, Status.IN_PROGRESS}),
-            frozenset({Role.URP}),
-            False,
-            _duplicate,
-            "Duplicato",
-            "Duplicate",
-        ),
-        Step(
-            "not_competent",
-            frozenset({Status.RECEIVED, Status.ASSIGNED}),
-            frozenset({Role.URP}),
-            False,
-            _not_competent,
-            "Non di competenza",
-            "Not competent",
-        ),
-        Step(
-            "annul",
-            ALL_STATUSES - {Status.ANNULLED},
-            frozenset(),
-            False,
-            _annul,
-            "Annullato",
-            "Annulled",
-        ),
+        #    name               sources                                       roles       office effect          inputs           targets
+        Step("assign",          _from(S.RECEIVED, S.ASSIGNED),                _URP,       False, _assign,        AssignInputs,    _to(S.ASSIGNED)),
+        Step("dispatch",        _from(S.ASSIGNED, S.IN_PROGRESS),             _REFERENT,  True,  _dispatch,      DispatchInputs,  _STAY),
+        Step("take",            _from(S.ASSIGNED),                            _OFFICE,    True,  _take,          NoInputs,        _to(S.IN_PROGRESS)),
+        Step("note",            ALL_STATUSES,                                 _ALL_STAFF, True,  _note,          NoteInputs,      _STAY),
+        Step("resolve",         _from(S.IN_PROGRESS),                         _OFFICE,    True,  _resolve,       ResolveInputs,   _to(S.RESOLVED)),
+        Step("close",           _from(S.RESOLVED),                            _URP,       False, _close,         ReplyInputs,     _to(S.CLOSED)),
+        Step("reopen",          _from(S.CLOSED),                              _URP,       False, _reopen,        ReasonInputs,    _to(S.ASSIGNED, S.RECEIVED)),
+        Step("duplicate",       _from(S.RECEIVED, S.ASSIGNED, S.IN_PROGRESS), _URP,       False, _duplicate,     DuplicateInputs, _to(S.DUPLICATE)),
+        Step("not_competent",   _from(S.RECEIVED, S.ASSIGNED),                _URP,       False, _not_competent, ReplyInputs,     _to(S.NOT_COMPETENT)),
+        Step("annul",           ALL_STATUSES - {S.ANNULLED},                  _NOBODY,    False, _annul,         ReasonInputs,    _to(S.ANNULLED)),
+        # the system's own entries: no role takes them, no effect (the caller says the outcome)
+        Step("register",        _from(S.RECEIVED),                            None,       False, None,           NoInputs,        _to(S.RECEIVED)),
+        Step("citizen_message", ALL_STATUSES,                                 None,       False, None,           NoInputs,        _STAY),
+        Step("transcript",      ALL_STATUSES,                                 None,       False, None,           NoInputs,        _STAY),
+        Step("overdue",         _OPEN,                                        None,       False, None,           NoInputs,        _STAY),
+        Step("master_closed",   _from(S.DUPLICATE),                           None,       False, None,           NoInputs,        _to(S.CLOSED)),
     )
 }
+# fmt: on
+# The steps staff take (the API's and the console's actions), in the table's order.
+STEPS: dict[str, Step] = {name: s for name, s in MOVES.items() if s.roles is not None}
 
 
 def step_label(action: str, language: str) -> str | None:
-    """A workflow step's name in Italian or English; None for anything else."""
-    step = STEPS.get(action)
-    if step is None:
-        return None
-    return step.label_en if language == "en" else step.label_it
+    """A staff step's name in `language` (from the history catalogue); None for anything else."""
+    return words("history", language, action, {}) if action in STEPS else None
 
 
 def action_label(action: str, language: str) -> str:
-    """What a history event is called, for staff: the step's name, or the system entry's."""
-    label = step_label(action, language)
-    if label is not None:
-        return label
-    it, en = OTHER_ACTIONS.get(action, (action, action))
-    return en if language == "en" else it
+    """What a history event is called, for staff: the name of its move in the table."""
+    return words("history", language, action, {}) if action in MOVES else action
 
 
 def reply_preview(ctx: Ctx, case: Case, action: str, text: str) -> str:
@@ -457,7 +386,7 @@ def check(actor: User, case: Case, action: str) -> Step:
         raise NotFound(f"no case {case.protocol}")
     role = Role(actor.role)
     if role not in ALL_POWERFUL:
-        if role not in step.roles:
+        if role not in (step.roles or ()):
             raise Forbidden(f"a {role.value} cannot {action} a case")
         if (
             step.office_scoped
@@ -483,14 +412,14 @@ def allowed_actions(actor: User, case: Case) -> list[str]:
 
 
 def _apply(
-    s: Session | None,
-    ctx: Ctx,
-    actor: User | None,
-    case: Case,
-    action: str,
-    _to: Status | None,
-    out: Outcome,
+    s: Session | None, ctx: Ctx, actor: User | None, case: Case, step: Step, out: Outcome
 ) -> CaseEvent:
+    """Make the move, as the table allows it: from one of its sources to one of its targets."""
+    action = step.name
+    if Status(case.status) not in step.sources:
+        raise IllegalTransition(f"cannot {action} a case that is {case.status}")
+    if out.to not in step.targets:  # an effect that breaks the table: a bug, not a request
+        raise RuntimeError(f"{action} may not make a case {out.to}")
     before = case.status
     if out.to is not None:
         case.status = out.to.value
@@ -518,10 +447,12 @@ def _apply(
 def perform(
     s: Session, ctx: Ctx, actor: User, case: Case, action: str, body: dict[str, Any] | None = None
 ) -> CaseEvent:
-    """Do one workflow step as `actor`, in the caller's transaction."""
+    """Do one workflow step as `actor`, in the caller's transaction; `body`: the step's inputs
+    (its `Step.inputs` model), refused as Invalid when they do not fit it."""
     step = check(actor, case, action)
-    out = step.effect(s, ctx, actor, case, body or {})
-    return _apply(s, ctx, actor, case, action, out.to, out)
+    assert step.effect is not None  # every staff step has one
+    out = step.effect(s, ctx, actor, case, parse(step.inputs, body))
+    return _apply(s, ctx, actor, case, step, out)
 
 
 def system_step(
@@ -532,7 +463,12 @@ def system_step(
     out: Outcome,
     actor: User | None = None,
 ) -> CaseEvent:
-    """A step taken by the system (auto-routing, overdue flag), or recorded for `actor`
-    without a permission check (the registration itself). Without a session (a case being
-    prepared in memory) the step may not text the citizen."""
-    return _apply(s, ctx, actor, case, action, out.to, out)
+    """A move of the table taken by the system (the registration, automatic routing, the
+    overdue flag, a citizen's message), with the outcome the caller decided: checked against
+    the table's sources and targets like a staff step, without a permission check (`actor`:
+    who the entry is recorded for, the registration's operator). Without a session (a case
+    being prepared in memory) the step may not text the citizen."""
+    step = MOVES.get(action)
+    if step is None:
+        raise RuntimeError(f"{action!r} is not a move of the table")
+    return _apply(s, ctx, actor, case, step, out)

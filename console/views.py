@@ -32,6 +32,7 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFError, generate_csrf
+from markupsafe import Markup
 from sqlalchemy import select
 
 from cases import answers, queues
@@ -71,6 +72,7 @@ from cases.services import (
 )
 from cases.stats import dashboard as compute
 from cases.stats import to_csv
+from cases.step_inputs import from_form, limits
 from cases.tracking import LANGUAGES
 from cases.workflow import (
     STEPS,
@@ -177,6 +179,7 @@ def _inject() -> dict[str, Any]:
         "muni": muni() if u else None,
         "status_name": lambda s: status_label(s, lang()),
         "step_label": _step_label,
+        "limits": _limits,
         "allowed_actions": allowed_actions,
         "url_protocol": lambda c: url_protocol(c.year, c.number),
         "mask_phone": mask_phone,
@@ -196,6 +199,13 @@ def _spooled() -> Any:
     except Exception as exc:  # the banner must never break a page
         log.warning("console: spool unreadable: %s", exc.__class__.__name__)
         return None
+
+
+def _limits(action: str, name: str, *, required: bool = True) -> Markup:
+    """A form field's `required` and `maxlength` attributes, from the step's inputs."""
+    needed, longest = limits(STEPS[action].inputs, name)
+    out = " required" if needed and required else ""
+    return Markup(out + (f' maxlength="{longest}"' if longest else ""))
 
 
 def _step_label(action: str) -> str:
@@ -566,31 +576,6 @@ def case_page(protocol: str) -> Any:
     return render_template("console/case.html", case=case, **_thread_and_more(case))
 
 
-def _action_body(action: str) -> dict[str, Any]:
-    f = request.form
-    if action == "assign":
-        return {
-            "office": f.get("office", ""),
-            "category": f.get("category", ""),
-            "note": f.get("note", ""),
-        }
-    if action == "dispatch":
-        return {"operator": f.get("operator", ""), "note": f.get("note", "")}
-    if action == "note":
-        return {"text": f.get("text", ""), "public": f.get("public") == "1"}
-    if action == "resolve":
-        return {"note": f.get("note", "")}
-    if action in ("close", "not_competent"):
-        return {"reply": f.get("reply", "")}
-    if action == "reopen":
-        return {"reason": f.get("reason", "")}
-    if action == "duplicate":
-        return {"of": f.get("of", ""), "note": f.get("note", "")}
-    if action == "annul":
-        return {"reason": f.get("reason", "")}
-    return {}
-
-
 @bp.post("/cases/<protocol>/<action>")
 def case_action(protocol: str, action: str) -> Any:
     if action not in STEPS:
@@ -598,7 +583,7 @@ def case_action(protocol: str, action: str) -> Any:
     s, c, u = db(), ctx(), user()
     case = case_for(s, c, u, protocol, lock=True)
     try:
-        event = perform(s, c, u, case, action, _action_body(action))
+        event = perform(s, c, u, case, action, from_form(STEPS[action].inputs, request.form))
     except DomainError as exc:
         status = domain_status(exc)
         s.rollback()

@@ -17,7 +17,8 @@ from babel.messages.pofile import read_po
 from cases.i18n import CATALOGUES, LANGUAGES, plural, translate
 from cases.models import Status
 from cases.notify import status_label
-from cases.workflow import STEPS
+from cases.tracking import CITIZEN_WORDED
+from cases.workflow import MOVES, STEPS, action_label, step_label
 from ivr.prompts import prompt, spoken_date
 from tests.conftest import ROOT
 
@@ -30,8 +31,21 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 IVR_KEYWORDS = {"prompt": (2,), "say": (2,)}
 # the status page: t("key"), tn("one", "many", n)
 TRACK_KEYWORDS = {"t": None, "tn": (1, 2)}
-DOMAINS = {"messages": KEYWORDS, "ivr": IVR_KEYWORDS, "track": TRACK_KEYWORDS, "status": {}}
-PACKAGES = {"messages": ("console",), "ivr": ("ivr",), "track": ("track",), "status": ()}
+# the status names and the names of the history's entries are keys the models give
+DOMAINS = {
+    "messages": KEYWORDS,
+    "ivr": IVR_KEYWORDS,
+    "track": TRACK_KEYWORDS,
+    "status": {},
+    "history": {},
+}
+PACKAGES = {
+    "messages": ("console",),
+    "ivr": ("ivr",),
+    "track": ("track",),
+    "status": (),
+    "history": (),
+}
 
 
 def _asked(domain: str = "messages") -> dict[str, str]:
@@ -78,6 +92,10 @@ def test_every_word_asked_for_is_in_the_catalogue_translated(language: str, doma
         asked |= {name: "cases/workflow.py STEPS" for name in STEPS}  # t(action)
     if domain == "status":
         asked = {status.value: "cases/models.py Status" for status in Status}
+    if domain == "history":  # every move of the table, by staff or by the system
+        asked = {name: "cases/workflow.py MOVES" for name in MOVES}
+    if domain == "track":
+        asked |= {f"event_{a}": "cases/tracking.py CITIZEN_WORDED" for a in CITIZEN_WORDED}
     missing = {k: where for k, where in asked.items() if not catalogue.get(k)}
     assert missing == {}, f"{language}: add these to messages.po (pybabel update)"
 
@@ -107,6 +125,10 @@ def test_a_word_is_translated_and_its_values_filled_in() -> None:
         "foto allegate",
     ]
     assert status_label("in_progress", "en") == "in progress"
+    assert action_label("assign", "it") == "Assegnato all'ufficio"
+    assert action_label("overdue", "en") == "Overdue"  # a system entry: named all the same
+    assert step_label("assign", "en") == "Assigned to office"
+    assert step_label("register", "en") is None  # not a step staff take
 
 
 def test_pybabel_extract_finds_the_words_as_a_translator_would(tmp_path: Path) -> None:

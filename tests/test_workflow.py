@@ -13,9 +13,9 @@ from cases.db import transaction
 from cases.errors import Forbidden, IllegalTransition, Invalid, NotFound
 from cases.models import Case, OutboxMessage, StaffNotification, Status, User
 from cases.notify import Ctx
-from cases.registration import register
+from cases.registration import prepare_case, register
 from cases.services import create_user
-from cases.workflow import STEPS, check, perform
+from cases.workflow import MOVES, STEPS, Outcome, check, perform, system_step
 
 T0 = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)  # 10:00 in Rome: outside quiet hours
 
@@ -324,3 +324,31 @@ def test_public_texts_wait_for_the_end_of_quiet_hours(world: World) -> None:
         q = world.muni.sms.quiet_hours
         assert (local.hour, local.minute) == (q.end.hour, q.end.minute)
         assert local.date().isoformat() == "2026-04-02"
+
+
+def test_the_systems_moves_are_checked_against_the_same_table(muni: Municipality) -> None:
+    """Registration, routing, a citizen's message, the overdue flag: moves of the one table,
+    from its sources to its targets; the staff's API and console never offer them."""
+    ctx = Ctx(muni, T0)
+    case = prepare_case(ctx, channel="counter", text="segnalazione generica senza parole chiave")
+    assert [e.action for e in case.events] == ["register"]  # made through the table
+    assert set(STEPS) < set(MOVES) and "register" not in STEPS
+    with pytest.raises(IllegalTransition, match="cannot master_closed a case that is received"):
+        system_step(None, ctx, case, "master_closed", Outcome(Status.CLOSED))
+    with pytest.raises(RuntimeError, match="may not make a case"):
+        system_step(None, ctx, case, "citizen_message", Outcome(Status.CLOSED))
+    with pytest.raises(RuntimeError, match="not a move of the table"):
+        system_step(None, ctx, case, "teleport", Outcome(None))
+    system_step(None, ctx, case, "assign", Outcome(Status.ASSIGNED, data={"automatic": True}))
+    assert case.status == Status.ASSIGNED
+    with pytest.raises(IllegalTransition):  # an open case only
+        case.status = Status.CLOSED.value
+        system_step(None, ctx, case, "overdue", Outcome(None))
+
+
+def test_staff_cannot_take_a_systems_move(world: World) -> None:
+    case_id = world.new_case()
+    with transaction(world.sessions) as s, pytest.raises(NotFound, match="unknown action"):
+        case = s.get(Case, case_id)
+        assert case is not None
+        perform(s, world.ctx(), world.user(s, "supervisor"), case, "register", {})

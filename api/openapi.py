@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from cases.models import Channel, Status
-from cases.step_inputs import Inputs, schema
+from cases.step_inputs import Inputs, RegisterInputs, schema
 from cases.workflow import STEPS
 
 _STR = {"type": "string"}
@@ -132,18 +132,7 @@ def spec() -> dict[str, Any]:
                     },
                     "required": ["items", "total", "page", "per_page"],
                 },
-                "NewCase": {
-                    "type": "object",
-                    "properties": {
-                        "channel": {"type": "string", "enum": ["counter", "voice", "email", "web"]},
-                        "phone": _STR,
-                        "text": _STR,
-                        "category": _STR,
-                        "language": _STR,
-                        "address": _STR,
-                    },
-                    "required": ["text"],
-                },
+                "NewCase": schema(RegisterInputs),
                 **{m.__name__: schema(m) for m in _input_models()},
                 "Notification": {
                     "type": "object",

@@ -9,8 +9,8 @@ from flask import Blueprint, g, jsonify, request
 
 from api.openapi import spec
 from api.serialize import case_json, notification_json
-from cases.errors import Forbidden, Invalid, NotFound
-from cases.models import Channel, Role, StaffNotification, User
+from cases.errors import Forbidden, NotFound
+from cases.models import Role, StaffNotification, User
 from cases.registration import register
 from cases.services import (
     CaseFilter,
@@ -20,6 +20,7 @@ from cases.services import (
     status_values,
     user_by_token,
 )
+from cases.step_inputs import RegisterInputs, parse
 from cases.workflow import perform
 from infra.dispatch import after_commit
 from infra.inputs import whole_number
@@ -28,8 +29,6 @@ from infra.web import ctx_for, date_arg, db, install_error_handlers, json_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-STAFF_CHANNELS = (Channel.COUNTER, Channel.VOICE, Channel.EMAIL, Channel.WEB)
 
 
 def _error(status: int, message: str) -> Any:
@@ -92,15 +91,9 @@ def create_case() -> Any:
     u = _user()
     if u.role not in (Role.URP, Role.SUPERVISOR, Role.ADMIN):
         raise Forbidden(f"a {u.role} cannot register contacts")
-    body = json_body()
-    channel = body.get("channel", Channel.COUNTER.value)
-    if channel not in [c.value for c in STAFF_CHANNELS]:
-        raise Invalid(f"'channel' must be one of {', '.join(c.value for c in STAFF_CHANNELS)}")
-    for key in ("phone", "text", "category", "language", "address"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            raise Invalid(f"'{key}' must be a string")
-    if not (body.get("text") or "").strip():
-        raise Invalid("'text' is required")
+    given = parse(RegisterInputs, json_body())
+    assert isinstance(given, RegisterInputs)
+    channel = given.channel
     s = db()
     ctx = _ctx()
     case = register(
@@ -109,12 +102,12 @@ def create_case() -> Any:
         confirm=True,
         commit=True,
         channel=channel,
-        text=body["text"],
-        phone=body.get("phone") or None,
-        category=body.get("category") or None,
-        language=body.get("language"),
+        text=given.text,
+        phone=given.phone or None,
+        category=given.category or None,
+        language=given.language or None,
         actor=u,
-        address=body.get("address"),
+        address=given.address or None,
     ).case
     after_commit(s)  # queues the confirmation text
     log.info("case %s registered by %s via api (%s)", case.protocol, u.name, channel)

@@ -12,10 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+)
 from pydantic import StrictInt as _StrictInt
 
 from cases.errors import Invalid
+from cases.models import Channel
 
 
 def _blank_for_none(value: Any) -> Any:
@@ -100,6 +109,37 @@ class DuplicateInputs(Inputs):
     required = ("of",)
 
 
+# The channels staff register a contact from (the others are the citizens' own).
+STAFF_CHANNELS = tuple(
+    c.value for c in (Channel.COUNTER, Channel.VOICE, Channel.EMAIL, Channel.WEB)
+)
+
+
+def _staff_channel(value: str) -> str:
+    if value not in STAFF_CHANNELS:
+        raise ValueError(f"must be one of {', '.join(STAFF_CHANNELS)}")
+    return value
+
+
+Optional = Annotated[str, Blank]
+
+
+class RegisterInputs(Inputs):
+    """A contact staff register: taken at the counter, on the phone, by e-mail or on the web."""
+
+    channel: Annotated[
+        str,
+        AfterValidator(_staff_channel),
+        Field(description="how the contact came", json_schema_extra={"enum": list(STAFF_CHANNELS)}),
+    ] = Channel.COUNTER.value
+    text: Annotated[str, Blank, Field(description="what the citizen reported")] = ""
+    phone: Optional = Field("", description="the citizen's phone, to text them the number")
+    category: Optional = Field("", description="the category's code, if known")
+    language: Optional = Field("", description="the citizen's language (it, en)")
+    address: Optional = Field("", description="where")
+    required = ("text",)
+
+
 _SAID = {
     "string_too_long": "is longer than {max_length} characters",
     "too_long": "is longer than {max_length} characters",
@@ -119,6 +159,8 @@ def parse(model: type[Inputs], body: Mapping[str, Any] | None) -> Inputs:
         first = exc.errors(include_url=False)[0]
         field = str(first["loc"][0]) if first["loc"] else "body"
         said = _SAID.get(first["type"])
+        if first["type"] == "value_error":  # a rule of ours: its own words
+            said = str(first["ctx"]["error"])
         if said is None and field == "operator":
             said = "(user name or id) is required"
         raise Invalid(

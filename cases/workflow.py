@@ -185,9 +185,21 @@ def _resolve(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ResolveInp
     return Outcome(Status.RESOLVED, note=note)
 
 
+def _answered(ctx: Ctx, case: Case, to: Status, step: str, reply: str, **data: Any) -> Outcome:
+    """The case ends with an answer to the citizen (closed, or not ours): texted to them."""
+    case.closed_at = ctx.now
+    return Outcome(
+        to,
+        note=reply,
+        public=True,
+        template=REPLY_TEMPLATES[step],
+        values={"reply": reply},
+        data=data or None,
+    )
+
+
 def _close(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ReplyInputs) -> Outcome:
     reply = i.reply
-    case.closed_at = ctx.now
     dups = s.scalars(
         select(Case).where(Case.master_id == case.id, Case.status == Status.DUPLICATE)
     ).all()
@@ -208,14 +220,8 @@ def _close(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ReplyInputs)
             ),
         )
         dup.closed_at = ctx.now
-    return Outcome(
-        Status.CLOSED,
-        note=reply,
-        public=True,
-        template=REPLY_TEMPLATES["close"],
-        values={"reply": reply},
-        data={"duplicates_closed": [d.protocol for d in dups]},
-    )
+    closed = [d.protocol for d in dups]
+    return _answered(ctx, case, Status.CLOSED, "close", reply, duplicates_closed=closed)
 
 
 def _reopen(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ReasonInputs) -> Outcome:
@@ -252,15 +258,7 @@ def _duplicate(s: Session, ctx: Ctx, actor: User | None, case: Case, i: Duplicat
 
 
 def _not_competent(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ReplyInputs) -> Outcome:
-    reply = i.reply
-    case.closed_at = ctx.now
-    return Outcome(
-        Status.NOT_COMPETENT,
-        note=reply,
-        public=True,
-        template=REPLY_TEMPLATES["not_competent"],
-        values={"reply": reply},
-    )
+    return _answered(ctx, case, Status.NOT_COMPETENT, "not_competent", i.reply)
 
 
 def _annul(s: Session, ctx: Ctx, actor: User | None, case: Case, i: ReasonInputs) -> Outcome:

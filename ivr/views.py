@@ -215,20 +215,15 @@ def _durable(
                 log.info("ivr %s for unknown call %s: ignored", request.path, sid)
                 return twiml(str(VoiceResponse()))
             return _bad(404, f"no call {sid} in progress")
-        muni = municipality_for_called(form.get("To"))
-        if muni is None:
-            return _bad(
-                404, f"{mask_phone(form.get('To'))} is not the number of any municipality here"
-            )
-        try:
-            caller = normalise_phone(form.get("From", ""), muni.country)
-        except InvalidPhone:
-            caller = ANONYMOUS
+        new = _new_call(form)
+        if new is None:
+            return _not_ours(form)
+        muni, caller, called = new
         call = Call(
             call_sid=sid,
             municipality=muni.code,
             from_phone=caller,
-            to_phone=normalise_phone(form.get("To", ""), muni.country),  # as matched
+            to_phone=called,
             language=muni.language,
             state={},
             started_at=now,
@@ -264,6 +259,23 @@ def _durable(
     if store is not None:
         store.save(sid, _snapshot(call), step, digest, xml)
     return twiml(xml)
+
+
+def _new_call(form: MultiDict[str, str]) -> tuple[Municipality, str, str] | None:
+    """A new call's municipality, caller (ANONYMOUS when withheld or not a number) and the
+    number called as matched; None when the number called is none of ours."""
+    muni = municipality_for_called(form.get("To"))
+    if muni is None:
+        return None
+    try:
+        caller = normalise_phone(form.get("From", ""), muni.country)
+    except InvalidPhone:
+        caller = ANONYMOUS
+    return muni, caller, normalise_phone(form.get("To", ""), muni.country)
+
+
+def _not_ours(form: MultiDict[str, str]) -> Any:
+    return _bad(404, f"{mask_phone(form.get('To'))} is not the number of any municipality here")
 
 
 def _row_from(sid: str, snap: Snapshot, now: datetime) -> Call:
@@ -316,16 +328,10 @@ def _while_away(
         return twiml(str(VoiceResponse()))
     muni = None
     if snap is None and create:
-        muni = municipality_for_called(form.get("To"))
-        if muni is None:
-            return _bad(
-                404, f"{mask_phone(form.get('To'))} is not the number of any municipality here"
-            )
-        try:
-            caller = normalise_phone(form.get("From", ""), muni.country)
-        except InvalidPhone:
-            caller = ANONYMOUS
-        called = normalise_phone(form.get("To", ""), muni.country)
+        new = _new_call(form)
+        if new is None:
+            return _not_ours(form)
+        muni, caller, called = new
         snap = Snapshot(muni.code, caller, called, muni.language, None, {})
         log.warning(
             "call %s from %s to %s while the register is away", sid, mask_phone(caller), muni.code

@@ -12,15 +12,25 @@ from flask import Flask
 
 from cases.config import Municipality
 from cases.errors import Invalid
-from cases.step_inputs import Inputs, NoteInputs, ReplyInputs, from_form, limits, parse
+from cases.step_inputs import (
+    Inputs,
+    NoteInputs,
+    RegisterInputs,
+    ReplyInputs,
+    from_form,
+    limits,
+    parse,
+    schema,
+)
 from cases.workflow import STEPS
 from tests.conftest import Staff
 from tests.test_console import browser, new_case, team, url  # noqa: F401 (team: a fixture)
 
 MODELS = sorted({step.inputs for step in STEPS.values()}, key=lambda m: m.__name__)
+ALL_MODELS = [*MODELS, RegisterInputs]
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("model", ALL_MODELS, ids=lambda m: m.__name__)
 def test_a_body_that_does_not_fit_is_refused_naming_the_field(model: type[Inputs]) -> None:
     for name, field in model.model_fields.items():
         wrong: Any = [1] if field.annotation is not bool else "yes"
@@ -119,3 +129,22 @@ def test_the_openapi_bodies_are_the_step_inputs(client: Any) -> None:
         assert schemas[model.__name__].get("required", []) == list(model.required)
     assert schemas["NoteInputs"]["properties"]["text"]["maxLength"] == 4000
     assert schemas["NoteInputs"]["properties"]["public"]["type"] == "boolean"
+
+
+def test_a_contact_staff_register_is_read_with_its_own_model(
+    app: Flask, staff: Staff, client: Any
+) -> None:
+    """POST /cases takes RegisterInputs: the API refuses what does not fit it, and the
+    OpenAPI's NewCase is its schema."""
+    staff.add("urp", "urp")
+    r = staff.post("urp", "/cases", {"text": "buca", "channel": "sms"})
+    assert r.status_code == 400
+    assert r.get_json()["error"] == "'channel' must be one of counter, voice, email, web"
+    r = staff.post("urp", "/cases", {"text": "buca", "phone": 3331234567})
+    assert r.status_code == 400 and r.get_json()["error"] == "'phone' must be a string"
+    assert staff.post("urp", "/cases", {"text": "  "}).status_code == 400
+    r = staff.post("urp", "/cases", {"text": "buca", "phone": "3331234567", "address": ""})
+    assert r.status_code == 201 and r.get_json()["channel"] == "counter"
+    new_case = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]["NewCase"]
+    assert new_case == schema(RegisterInputs)
+    assert new_case["properties"]["channel"]["enum"] == ["counter", "voice", "email", "web"]

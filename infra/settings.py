@@ -56,6 +56,14 @@ class Settings(BaseModel):
     TRUSTED_HOSTS: tuple[str, ...] = ()
     # `lineadiretta worker` replaces a Celery worker that receives nothing while tasks wait
     WORKER_STUCK_SECONDS: Seconds = 120.0
+    # staff e-mails: SMTP_URL (smtp://user:pass@host:587, smtps://host:465), or SMTP_HOST and
+    # the rest; none: the sandbox (workers.mailer.smtp_settings reads them together)
+    SMTP_URL: str | None = None
+    SMTP_HOST: str | None = None
+    SMTP_PORT: Annotated[int, Field(ge=1, le=65_535)] | None = None
+    SMTP_USER: str | None = None
+    SMTP_PASSWORD: str | None = None
+    SMTP_FROM: str | None = None
 
     @field_validator("TRUSTED_HOSTS", mode="before")
     @classmethod

@@ -41,7 +41,6 @@ from workers.celery_app import celery_init_app
 from workers.mailer import smtp_settings
 
 log = logging.getLogger(__name__)
-SMTP_KEYS = ("SMTP_URL", "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_FROM")
 
 
 def create_app(
@@ -90,8 +89,6 @@ def _settings(app: Flask, test_config: dict[str, Any] | None) -> None:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=10),
         JSON_SORT_KEYS=False,
     )
-    # staff e-mails; none of these set: the sandbox (logged, the rows kept as the record)
-    app.config.from_mapping({k: os.environ.get(k) or None for k in SMTP_KEYS})
     if test_config:
         app.config.update(test_config)
     if app.config["PROXY_HOPS"] > 0:

@@ -38,7 +38,6 @@ from infra.settings import SMS_CLAIM_TIMEOUT
 
 log = logging.getLogger(__name__)
 
-CLAIM_TIMEOUT = SMS_CLAIM_TIMEOUT  # the default the settings declare
 REQUEUE_AFTER = timedelta(seconds=60)
 MAX_RATE_WAIT = 5.0  # seconds a worker may sleep for a rate slot before handing the row back
 
@@ -75,7 +74,7 @@ class Sender:
     callback_base: str | None
     clock: Callable[[], datetime]
     sleep: Callable[[float], None] = time.sleep
-    claim_timeout: timedelta = CLAIM_TIMEOUT
+    claim_timeout: timedelta = SMS_CLAIM_TIMEOUT  # the default the settings declare
     requeue_after: timedelta = REQUEUE_AFTER
 
     def __post_init__(self) -> None:

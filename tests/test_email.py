@@ -291,14 +291,27 @@ def test_two_workers_never_both_send(
     assert state.received == []
 
 
+def _answered_with(
+    reply: str,
+    sessions: sessionmaker[Session],
+    muni: Municipality,
+    smtp: tuple[SmtpState, int],
+    referent_email: str,
+) -> tuple[SmtpState, int, Clock, EmailSender]:
+    """The SMTP server answers `reply`; a voice case's e-mail to this referent waits."""
+    state, port = smtp
+    state.replies = [reply]
+    rid = voice_case(sessions, muni, referent_email=referent_email)
+    clock = Clock(T0)
+    return state, rid, clock, sender(sessions, transport(port), clock)
+
+
 def test_a_temporary_error_is_retried_with_backoff(
     sessions: sessionmaker[Session], muni: Municipality, smtp: tuple[SmtpState, int]
 ) -> None:
-    state, port = smtp
-    state.replies = ["451 try again later"]
-    rid = voice_case(sessions, muni, referent_email="anna@comune.example.it")
-    clock = Clock(T0)
-    snd = sender(sessions, transport(port), clock)
+    state, rid, clock, snd = _answered_with(
+        "451 try again later", sessions, muni, smtp, "anna@comune.example.it"
+    )
     counts, retries = snd.send_ids([rid])
     assert counts == {"retry": 1} and retries == [(rid, timedelta(seconds=30))]
     r = row(sessions, rid)
@@ -316,11 +329,9 @@ def test_a_temporary_error_is_retried_with_backoff(
 def test_a_permanent_error_fails_for_good(
     sessions: sessionmaker[Session], muni: Municipality, smtp: tuple[SmtpState, int]
 ) -> None:
-    state, port = smtp
-    state.replies = ["550 mailbox unavailable"]
-    rid = voice_case(sessions, muni, referent_email="nobody@comune.example.it")
-    clock = Clock(T0)
-    snd = sender(sessions, transport(port), clock)
+    state, rid, clock, snd = _answered_with(
+        "550 mailbox unavailable", sessions, muni, smtp, "nobody@comune.example.it"
+    )
     assert snd.send_ids([rid]) == ({"failed": 1}, [])
     r = row(sessions, rid)
     assert r.status == "failed" and "550" in (r.error or "")

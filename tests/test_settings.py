@@ -8,13 +8,13 @@ import pytest
 
 from cases.config import ConfigError
 from infra.settings import load_settings
-from sms.outbound import CLAIM_TIMEOUT
+from sms.outbound import Sender
 
 
 def test_unset_or_empty_means_the_default() -> None:
     s = load_settings({"SMS_REQUEUE_SECONDS": "", "REDIS_URL": "  "})
     assert s.SMS_REQUEUE_SECONDS == 60 and s.REDIS_URL is None
-    assert CLAIM_TIMEOUT.total_seconds() == s.SMS_CLAIM_TIMEOUT_SECONDS  # one default
+    assert Sender.claim_timeout.total_seconds() == s.SMS_CLAIM_TIMEOUT_SECONDS  # one default
     assert s.OVERDUE_EVERY_MINUTES == 15 and s.OPEN311_ALLOW_PRIVATE_MEDIA is False
     assert s.CONFIG_PATH == "config.toml"
 
@@ -44,6 +44,8 @@ def test_values_are_parsed_to_their_types() -> None:
         ("CONSOLE_LOGINS_PER_MINUTE", "lots"),
         ("OPEN311_ALLOW_PRIVATE_MEDIA", "perhaps"),
         ("OVERDUE_EVERY_MINUTES", "nan"),
+        ("SMTP_PORT", "submission"),
+        ("SMTP_PORT", "70000"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(name: str, value: str) -> None:

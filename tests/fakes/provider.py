@@ -96,7 +96,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -180,6 +179,22 @@ def _error(status: int, code: int, message: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------- HTTP layer
+
+
+class _Running:
+    """A fake used as a context manager: started on entry, stopped on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @dataclass
@@ -393,7 +408,7 @@ class _Media:
     date_created: datetime
 
 
-class FakeProvider:
+class FakeProvider(_Running):
     """An in-process fake of Twilio's Messages API; see the module docstring.
 
     Construct, then :meth:`start` (or use it as a context manager) and point the client at
@@ -500,17 +515,6 @@ class FakeProvider:
         for session in self._sessions:
             session.close()
         self._sessions.clear()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:
@@ -1272,7 +1276,7 @@ class FakeProvider:
 # ------------------------------------------------------------------------- separate process
 
 
-class FakeProviderProcess:
+class FakeProviderProcess(_Running):
     """Runs ``python -m tests.fakes.provider`` in a child process and drives it over HTTP."""
 
     def __init__(
@@ -1334,17 +1338,6 @@ class FakeProviderProcess:
                 self._proc.stdout.close()
             self._proc = None
         self._http.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
         r = self._http.request(method, f"{self.base_url}{path}", json=payload, timeout=10)

@@ -17,7 +17,6 @@ import selectors
 import socket
 import struct
 import threading
-from types import TracebackType
 
 
 class TcpProxy:
@@ -34,12 +33,7 @@ class TcpProxy:
         self.restore()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.cut()
 
     @property

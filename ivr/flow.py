@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
@@ -388,6 +389,14 @@ def register_later(t: Turn, resp: VoiceResponse) -> VoiceResponse:
 
 
 def register_call_case(t: Turn, note: str = "") -> Case:
+    """The call's case, registered once (its CallSid is its `intake_key`), routed to the
+    office's operators once.
+
+    The registration commits on its own, in one statement on PostgreSQL, so that the year's
+    counter is held only while that statement runs: the step's work so far (the call's row) is
+    committed first, and the call's row is locked again after it to record the case. A
+    registration that loses a race (the end of the call registering it meanwhile) or follows
+    a crash between the two finds the case by its key."""
     t.durable()
     if t.call.case_id is not None:
         case = t.s.get(Case, t.call.case_id)
@@ -397,19 +406,35 @@ def register_call_case(t: Turn, note: str = "") -> Case:
         NewAttachment("recording", r["url"], "audio/x-wav", r.get("duration"))
         for r in t.state.get("recordings", [])
     ]
-    # in the step's transaction, with the call's locked row: the step commits them together
-    case = registration.register(
-        t.s,
-        t.ctx,
-        confirm=True,
-        channel=Channel.VOICE,
-        text=t.state.get("transcript") or "",
-        phone=None if t.call.from_phone == "anonymous" else t.call.from_phone,
-        category=t.state.get("category") or None,
-        language=t.lang,
-        attachments=recordings,
-        received_at=t.received_at,
-    ).case
+    s, key = t.s, f"call:{t.call.call_sid}"
+    s.commit()  # the step so far; the call's row is locked again below
+    try:
+        case = registration.register(
+            s,
+            t.ctx,
+            confirm=True,
+            commit=True,
+            repeatable=True,  # its key makes a second run fail
+            channel=Channel.VOICE,
+            text=t.state.get("transcript") or "",
+            phone=None if t.call.from_phone == "anonymous" else t.call.from_phone,
+            category=t.state.get("category") or None,
+            language=t.lang,
+            attachments=recordings,
+            received_at=t.received_at,
+            intake_key=key,
+        ).case
+    except IntegrityError:
+        s.rollback()
+        found = s.scalar(
+            select(Case).where(Case.municipality == t.ctx.muni.code, Case.intake_key == key)
+        )
+        if found is None:
+            raise
+        case = found
+    s.refresh(t.call, with_for_update=True)  # as the call is now: the end may have come
+    if t.call.case_id is not None:  # recorded meanwhile, with its routing
+        return case
     t.call.case_id = case.id
     t.set(pending=False)
     route_to_operators(t, case, note)

@@ -489,3 +489,37 @@ def test_the_signature_covers_the_url_with_or_without_its_port(
         tampered = MultiDict([*form.items(multi=True), ("X", "c")])
         r = client.post("/ivr/status", data=tampered, headers={"X-Twilio-Signature": sig})
         assert r.status_code == 403
+
+
+def test_a_calls_case_is_registered_once_even_after_a_crash_between_its_two_commits(
+    app: Flask, client: FlaskClient, muni: Municipality, staff: Staff
+) -> None:
+    """The registration commits on its own (one statement), then the call's row records it.
+    A process that died in between left a case the call's row does not name: the next
+    attempt (here the end of the call) finds it by the call's key, takes no new number, and
+    records and routes it."""
+    log = call(client, muni, "1", "1", "buca profonda in via Roma 12", "1")
+    [case] = all_cases(app)
+    assert case.intake_key == f"call:{log.sid}"
+    staff.add("op", "operator", case.office)  # in the queue the call is routed to
+    with runtime(app).sessions() as s:  # as if the process died after the statement
+        row = s.get(Call, log.sid)
+        assert row is not None and row.case_id == case.id
+        row.case_id, row.end_status = None, None
+        s.query(StaffNotification).delete()
+        s.commit()
+    form = {
+        "CallSid": log.sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": CALLER,
+        "To": muni.voice.numbers[0],
+        "CallStatus": "completed",
+        "CallDuration": "42",
+    }
+    assert signed_post(client, "/ivr/status", form).status_code == 200
+    assert [c.id for c in all_cases(app)] == [case.id]  # no second case, no second number
+    with runtime(app).sessions() as s:
+        row = s.get(Call, log.sid)
+        assert row is not None and row.case_id == case.id and row.end_status == "completed"
+        routed = s.scalars(select(StaffNotification.kind)).all()
+        assert "voice_case" in routed  # routed to the office then

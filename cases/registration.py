@@ -8,8 +8,8 @@ inbound text and the reply that carries the number, say). Who commits is the cal
 choice, said once, at the call:
 
 - `commit=False`: in the caller's transaction, through the ORM. The caller's unit of work
-  (a phone call's step, with its locked call row) commits the case with its own rows; if it
-  fails, the number is given back. The year's counter row stays locked until that commit.
+  (an Open311 request, with its key's use) commits the case with its own rows; if it fails,
+  the number is given back. The year's counter row stays locked until that commit.
 - `commit=True`: the registration is the whole unit of work and commits here. On PostgreSQL
   that is ONE autocommitted statement (`cases.onestatement`): the counter row is locked only
   while PostgreSQL runs it and flushes its commit, with no Python and no round trip in

@@ -92,7 +92,6 @@ def create_case() -> Any:
     if u.role not in (Role.URP, Role.SUPERVISOR, Role.ADMIN):
         raise Forbidden(f"a {u.role} cannot register contacts")
     given = parse(RegisterInputs, json_body())
-    assert isinstance(given, RegisterInputs)
     channel = given.channel
     s = db()
     ctx = _ctx()

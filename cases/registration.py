@@ -322,6 +322,11 @@ def _written(s: Session, case: Case, linked: Callable[[Case], list[Base]]) -> li
     return rows
 
 
+def case_by_intake_key(s: Session, muni: Municipality, key: str) -> Case | None:
+    """The case a contact's `intake_key` registered, if it was (a retry, a race, a crash)."""
+    return s.scalar(select(Case).where(Case.municipality == muni.code, Case.intake_key == key))
+
+
 def write_case(s: Session, case: Case) -> None:
     """Number a prepared case and flush it in the caller's transaction (the ORM path). The
     number is taken last: the counter row stays locked from there to the commit, so

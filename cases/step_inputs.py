@@ -10,7 +10,7 @@ input is added here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -55,6 +55,9 @@ class Inputs(BaseModel):
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, frozen=True)
     required: ClassVar[tuple[str, ...]] = ()
+
+
+Model = TypeVar("Model", bound=Inputs)
 
 
 class NoInputs(Inputs):
@@ -148,7 +151,7 @@ _SAID = {
 }
 
 
-def parse(model: type[Inputs], body: Mapping[str, Any] | None) -> Inputs:
+def parse(model: type[Model], body: Mapping[str, Any] | None) -> Model:
     """The step's inputs from a body (JSON, or a form read by `from_form`); Invalid, naming
     the field, for a value of the wrong kind, too long, or missing where required."""
     if body is not None and not isinstance(body, Mapping):

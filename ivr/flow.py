@@ -32,7 +32,7 @@ from cases.notify import (
 from cases.optout import is_opted_out
 from cases.phone import is_mobile, mask_phone
 from cases.protocol import parse_protocol, protocol_year
-from cases.registration import NewAttachment, add_attachment, classifier_for
+from cases.registration import NewAttachment, add_attachment, case_by_intake_key, classifier_for
 from cases.services import find_case
 from cases.workflow import visible_to_office
 from infra.inputs import whole_number
@@ -426,9 +426,7 @@ def register_call_case(t: Turn, note: str = "") -> Case:
         ).case
     except IntegrityError:
         s.rollback()
-        found = s.scalar(
-            select(Case).where(Case.municipality == t.ctx.muni.code, Case.intake_key == key)
-        )
+        found = case_by_intake_key(s, t.ctx.muni, key)
         if found is None:
             raise
         case = found

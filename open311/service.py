@@ -234,10 +234,6 @@ def intake_key(key_hash: str, idempotency_key: str) -> str:
     return f"o311:{key_hash[:24]}:{idempotency_key}"
 
 
-def case_by_intake_key(s: Session, muni: Municipality, key: str) -> Case | None:
-    return s.scalar(select(Case).where(Case.municipality == muni.code, Case.intake_key == key))
-
-
 def submit_request(
     s: Session,
     ctx: Ctx,

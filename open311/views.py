@@ -21,6 +21,7 @@ from cases.config import Config, Municipality
 from cases.models import ApiKey, Case
 from cases.notify import Ctx
 from cases.phone import mask_phone
+from cases.registration import case_by_intake_key
 from cases.services import hash_token
 from infra.dispatch import after_commit
 from infra.runtime import runtime
@@ -38,7 +39,6 @@ from open311 import formats
 from open311.service import (
     NewRequest,
     Open311Error,
-    case_by_intake_key,
     find_requests,
     get_request,
     intake_key,

@@ -17,6 +17,10 @@ TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response><Message>ok</Message></
 def create_app() -> Flask:
     app = Flask(__name__)
 
+    @app.get("/")
+    def page() -> Response:  # the baseline of a read (bench/scale.py)
+        return Response("<!doctype html><title>ok</title><p>ok</p>", 200, mimetype="text/html")
+
     @app.post("/sms/inbound")
     def inbound() -> Response:
         request.form  # parse the body like the real webhook does  # noqa: B018

@@ -66,7 +66,7 @@ class Run:
                     head = await reader.readuntil(b"\r\n\r\n")
                     status = int(head[9:12])
                     length = 0
-                    close = False
+                    close = chunked = False
                     for line in head.split(b"\r\n")[1:]:
                         name, _, value = line.partition(b":")
                         key = name.strip().lower()
@@ -74,9 +74,19 @@ class Run:
                             length = int(value)
                         elif key == b"connection" and b"close" in value.lower():
                             close = True
-                        elif key == b"transfer-encoding":
-                            raise RuntimeError("chunked answers are not supported")
-                    body = await reader.readexactly(length) if length else b""
+                        elif key == b"transfer-encoding" and b"chunked" in value.lower():
+                            chunked = True
+                    if chunked:  # a streamed answer (a CSV export): read every chunk
+                        parts = []
+                        while True:
+                            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                            data = await reader.readexactly(size + 2)
+                            if not size:
+                                break
+                            parts.append(data[:-2])
+                        body = b"".join(parts)
+                    else:
+                        body = await reader.readexactly(length) if length else b""
                 except (OSError, asyncio.IncompleteReadError) as exc:
                     self.errors.append(f"{exc.__class__.__name__}: {exc}")
                     status, body, close = 0, b"", True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -10,12 +11,14 @@ from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
+    ColumnElement,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    literal_column,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -34,6 +37,15 @@ class Status(enum.StrEnum):
 
 
 OPEN_STATUSES = (Status.RECEIVED, Status.ASSIGNED, Status.IN_PROGRESS, Status.RESOLVED)
+ROUTED_OPEN = (Status.ASSIGNED, Status.IN_PROGRESS, Status.RESOLVED)  # open, with an office
+
+
+def status_in(statuses: Iterable[Status]) -> ColumnElement[bool]:
+    """``cases.status IN ('assigned', ...)`` with the values written into the SQL, not bound:
+    the work lists' partial indexes (migration 0008) are chosen by matching their predicate,
+    which PostgreSQL can prove only from constants, also in a prepared statement's generic
+    plan. The values are the enum's own, never input."""
+    return Case.status.in_([literal_column(f"'{Status(x).value}'") for x in statuses])
 
 
 class Channel(enum.StrEnum):

@@ -4,23 +4,26 @@ the case page needs (similar open cases, operators' load, the SMS thread)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from cases.classifier import tokens
-from cases.errors import Forbidden
+from cases.errors import Forbidden, Invalid
 from cases.models import (
     OPEN_STATUSES,
+    ROUTED_OPEN,
     Case,
     InboundMessage,
     OutboxMessage,
     Role,
     Status,
     User,
+    status_in,
 )
 from cases.notify import Ctx
 
@@ -37,32 +40,80 @@ def require_role(actor: User, roles: frozenset[Role], refusal: str) -> None:
         raise Forbidden(refusal)
 
 
-_OPEN = [s.value for s in OPEN_STATUSES]
-
-
 def _require(actor: User, roles: frozenset[Role], what: str) -> None:
     require_role(actor, roles, f"a {actor.role} has no {what}")
 
 
-def _urp_list(actor: User, status: Status, oldest: Any, limit: int) -> Select[Any]:
-    return (
-        select(Case)
-        .where(Case.municipality == actor.municipality, Case.status == status)
-        .order_by(oldest, Case.id)
-        .limit(limit)
-    )
+PAGE_SIZE = 50  # cases per page of a work list; the CSV export holds them all
 
 
-def triage(s: Session, ctx: Ctx, actor: User, limit: int = 200) -> list[Case]:
+@dataclass(frozen=True)
+class WorkList:
+    """Which cases a work list holds (`where`) and in which order (`key`, then the id)."""
+
+    where: tuple[ColumnElement[bool], ...]
+    key: Any
+    municipality: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a work list: its cases, how many the list holds in all, and the id of the
+    last case shown when more follow (the next page starts after it: keyset pagination, so
+    page 200 costs what page 1 costs)."""
+
+    cases: list[Case]
+    total: int
+    after: int | None
+
+
+def page(s: Session, wl: WorkList, after: int | None = None, limit: int = PAGE_SIZE) -> Page:
+    """The `limit` cases of the list that follow the case `after` (from the start if None).
+    Each list is answered by its own index (migration 0008), in order, without a sort."""
+    total = int(s.scalar(select(func.count()).select_from(Case).where(*wl.where)) or 0)
+    q = select(Case).where(*wl.where)
+    if after is not None:
+        anchor = s.execute(
+            select(wl.key, Case.id).where(Case.id == after, Case.municipality == wl.municipality)
+        ).one_or_none()
+        if anchor is None:
+            raise Invalid(f"no case {after} to continue the list after")
+        q = q.where(tuple_(wl.key, Case.id) > tuple_(*anchor))
+    rows = list(s.scalars(q.order_by(wl.key, Case.id).limit(limit + 1)))
+    more = len(rows) > limit
+    return Page(rows[:limit], total, rows[limit - 1].id if more else None)
+
+
+def everything(s: Session, wl: WorkList, chunk: int = 500) -> Iterator[Case]:
+    """Every case of the list in its order, read `chunk` at a time, each chunk in its own
+    short read (the CSV export: memory stays flat however long the list, and no transaction
+    stays open while a slow client downloads; on SQLite, writers never wait for it)."""
+    last: tuple[Any, int] | None = None
+    while True:
+        q = select(Case).where(*wl.where)
+        if last is not None:
+            q = q.where(tuple_(wl.key, Case.id) > tuple_(*last))
+        rows = list(s.scalars(q.order_by(wl.key, Case.id).limit(chunk)))
+        if rows:
+            last = (getattr(rows[-1], wl.key.key), rows[-1].id)
+        yield from rows
+        s.rollback()  # only reads were made: ends the read, forgets the chunk
+        if len(rows) < chunk:
+            return
+
+
+def triage(actor: User) -> WorkList:
     """New cases waiting for URP to route them, oldest first (first in, first out)."""
     _require(actor, TRIAGE_ROLES, "triage inbox")
-    return list(s.scalars(_urp_list(actor, Status.RECEIVED, Case.registered_at, limit)))
+    where = (Case.municipality == actor.municipality, Case.status == Status.RECEIVED.value)
+    return WorkList(where, Case.registered_at, actor.municipality)
 
 
-def to_close(s: Session, ctx: Ctx, actor: User, limit: int = 200) -> list[Case]:
+def to_close(actor: User) -> WorkList:
     """Cases the offices resolved and URP must close with a reply to the citizen."""
     _require(actor, TRIAGE_ROLES, "list of cases to close")
-    return list(s.scalars(_urp_list(actor, Status.RESOLVED, Case.updated_at, limit)))
+    where = (Case.municipality == actor.municipality, Case.status == Status.RESOLVED.value)
+    return WorkList(where, Case.updated_at, actor.municipality)
 
 
 def queue_office(actor: User, requested: str | None) -> str | None:
@@ -71,35 +122,24 @@ def queue_office(actor: User, requested: str | None) -> str | None:
     return actor.office if actor.role == Role.REFERENT else requested
 
 
-def office_queue(
-    s: Session, ctx: Ctx, actor: User, office: str | None = None, limit: int = 300
-) -> list[Case]:
+def office_queue(actor: User, office: str | None = None) -> WorkList:
     """An office's open cases, the closest due date first. Referents see their own office."""
     _require(actor, OFFICE_ROLES, "office queue")
     office = queue_office(actor, office)
-    q = select(Case).where(
-        Case.municipality == actor.municipality,
-        Case.status.in_([Status.ASSIGNED.value, Status.IN_PROGRESS.value, Status.RESOLVED.value]),
-    )
+    where = [Case.municipality == actor.municipality, status_in(ROUTED_OPEN)]
     if office:
-        q = q.where(Case.office == office)
-    return list(s.scalars(q.order_by(Case.due_at, Case.id).limit(limit)))
+        where.append(Case.office == office)
+    return WorkList(tuple(where), Case.due_at, actor.municipality)
 
 
-def my_cases(s: Session, ctx: Ctx, actor: User, limit: int = 300) -> list[Case]:
+def my_cases(actor: User) -> WorkList:
     """The open cases an operator holds, the closest due date first."""
-    return list(
-        s.scalars(
-            select(Case)
-            .where(
-                Case.municipality == actor.municipality,
-                Case.assignee_id == actor.id,
-                Case.status.in_(_OPEN),
-            )
-            .order_by(Case.due_at, Case.id)
-            .limit(limit)
-        )
+    where = (
+        Case.municipality == actor.municipality,
+        Case.assignee_id == actor.id,
+        status_in(OPEN_STATUSES),
     )
+    return WorkList(where, Case.due_at, actor.municipality)
 
 
 @dataclass(frozen=True)
@@ -131,7 +171,7 @@ def operator_load(s: Session, ctx: Ctx, office: str) -> list[Load]:
                 func.count(),
                 func.count().filter(Case.due_at < ctx.now),
             )
-            .where(Case.assignee_id.in_([u.id for u in staff]), Case.status.in_(_OPEN))
+            .where(Case.assignee_id.in_([u.id for u in staff]), status_in(OPEN_STATUSES))
             .group_by(Case.assignee_id)
         ).all()
     }
@@ -184,7 +224,7 @@ def similar_open_cases(
             within,
             Case.municipality == case.municipality,
             Case.id != case.id,
-            Case.status.in_(_OPEN),
+            status_in(OPEN_STATUSES),
             Case.registered_at >= ctx.now - timedelta(days=days),
         )
         .order_by(Case.registered_at.desc())

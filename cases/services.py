@@ -23,6 +23,7 @@ from cases.models import (
     StaffNotification,
     Status,
     User,
+    status_in,
 )
 from cases.notify import Ctx, notify_staff, office_queue_staff, staff_of
 from cases.phone import InvalidPhone, normalise_phone
@@ -78,7 +79,7 @@ def latest_open_case_query(
         .where(
             Case.municipality == muni,
             Case.phone == phone,
-            Case.status.in_([x.value for x in OPEN_STATUSES]),
+            status_in(OPEN_STATUSES),
             Case.updated_at >= since,
         )
         .order_by(Case.updated_at.desc(), Case.id.desc())
@@ -170,7 +171,7 @@ def list_cases(
         end = datetime.combine(f.date_to + timedelta(days=1), time(), tzinfo=tz)
         q = q.where(Case.registered_at < end)
     if f.overdue:
-        q = q.where(Case.status.in_([s.value for s in OPEN_STATUSES]), Case.due_at < ctx.now)
+        q = q.where(status_in(OPEN_STATUSES), Case.due_at < ctx.now)
     total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
     order: list[Any] = [Case.registered_at.desc(), Case.id.desc()]
     if words and s.get_bind().dialect.name == "postgresql":
@@ -199,7 +200,7 @@ def other_open_cases(
                 Case.municipality == case.municipality,
                 Case.phone == case.phone,
                 Case.id != case.id,
-                Case.status.in_([x.value for x in OPEN_STATUSES]),
+                status_in(OPEN_STATUSES),
             )
             .order_by(Case.registered_at.desc())
             .limit(limit)
@@ -329,7 +330,7 @@ def flag_overdue(s: Session, ctx: Ctx, limit: int = 500) -> list[Case]:
         select(Case)
         .where(
             Case.municipality == ctx.muni.code,
-            Case.status.in_([x.value for x in OPEN_STATUSES]),
+            status_in(OPEN_STATUSES),
             Case.due_at < ctx.now,
             Case.overdue_flagged_at.is_(None),
         )

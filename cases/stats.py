@@ -13,8 +13,10 @@ Definitions (the console and any report rely on them):
 - "overdue": open now (received, assigned, in progress, resolved) with `due_at < now`,
   whatever the range; days overdue are whole days elapsed since the due date.
 
-Counts by channel, category and office are GROUP BYs in SQL; week buckets and percentiles are
-computed in Python over a streamed column or two, so memory stays flat however long the range.
+Counts by channel, category, office and status are one GROUP BY in SQL. On PostgreSQL the
+local days and the time-to-close percentiles are computed by the database too (a year of a
+large city stays well under a second, bench/scale.py); on SQLite, which knows no time zones,
+they are computed here over a streamed column or two, so memory stays flat either way.
 """
 
 from __future__ import annotations
@@ -24,16 +26,24 @@ import io
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Date, cast, func, select
 from sqlalchemy.orm import Session
 
-from cases.models import OPEN_STATUSES, Case, Channel, Status, User
+from cases.models import (
+    OPEN_STATUSES,
+    Case,
+    Channel,
+    Status,
+    User,
+    format_protocol,
+    status_in,
+)
 
 ROME = ZoneInfo("Europe/Rome")
 UNCATEGORISED = "uncategorised"
@@ -122,6 +132,58 @@ def _grouped(s: Session, column: Any, where: list[ColumnElement[bool]]) -> dict[
     return {k: int(n) for k, n in rows}
 
 
+def _local_days(s: Session, where: list[ColumnElement[bool]], tz: tzinfo) -> dict[date, int]:
+    """Registrations per local date. PostgreSQL groups them itself (one row per day comes
+    back); elsewhere (SQLite, no time zones) the timestamps are streamed and counted here."""
+    key = getattr(tz, "key", None)
+    if s.get_bind().dialect.name == "postgresql" and key:
+        day = cast(func.timezone(key, Case.registered_at), Date)
+        return {d: int(n) for d, n in s.execute(
+            select(day, func.count()).where(*where).group_by(day))}  # fmt: skip
+    days: Counter[date] = Counter()
+    for at in s.scalars(
+        select(Case.registered_at).where(*where).execution_options(yield_per=_STREAM)
+    ):
+        days[at.astimezone(tz).date()] += 1
+    return days
+
+
+def _answered(
+    s: Session, where: list[ColumnElement[bool]]
+) -> tuple[int, int, timedelta | None, timedelta | None]:
+    """How many were answered, how many by their due date, and the median and 90th percentile
+    of the time to close. PostgreSQL computes them (percentile_cont); elsewhere the durations
+    are streamed and computed here, with the same interpolation."""
+    if s.get_bind().dialect.name == "postgresql":
+        secs = func.extract("epoch", Case.closed_at - Case.registered_at)
+        n, late_free, med, high = s.execute(
+            select(
+                func.count(),
+                func.count().filter(Case.closed_at <= Case.due_at),
+                func.percentile_cont(0.5).within_group(secs),
+                func.percentile_cont(0.9).within_group(secs),
+            ).where(*where)
+        ).one()
+        if not n:
+            return 0, 0, None, None
+        return int(n), int(late_free), timedelta(seconds=float(med)), timedelta(seconds=float(high))
+    hours: list[float] = []
+    on_time = 0
+    for registered_at, closed_at, due_at in s.execute(
+        select(Case.registered_at, Case.closed_at, Case.due_at)
+        .where(*where)
+        .execution_options(yield_per=_STREAM)
+    ):
+        assert closed_at is not None  # filtered by the caller; tells the type checker
+        hours.append((closed_at - registered_at).total_seconds() / 3600)
+        on_time += closed_at <= due_at
+    if not hours:
+        return 0, 0, None, None
+    hours.sort()
+    return (len(hours), on_time, timedelta(hours=statistics.median(hours)),
+            timedelta(hours=percentile(hours, 90)))  # fmt: skip
+
+
 def dashboard(
     s: Session,
     muni_code: str,
@@ -138,30 +200,29 @@ def dashboard(
     registered_in = [mine, Case.registered_at >= lo, Case.registered_at < hi]
     counted = [*registered_in, Case.status != Status.ANNULLED.value]
 
-    annulled = int(
-        s.scalar(
-            select(func.count())
-            .select_from(Case)
-            .where(*registered_in, Case.status == Status.ANNULLED.value)
-        )
-        or 0
-    )
-    still_open = int(
-        s.scalar(select(func.count()).select_from(Case).where(*counted, Case.status.in_(_OPEN)))
-        or 0
-    )
-    by_channel = dict.fromkeys((c.value for c in Channel), 0)
-    by_channel.update(_grouped(s, Case.channel, counted))
+    # One pass over the range's registrations, grouped by everything the counts need.
     category = func.coalesce(Case.category, UNCATEGORISED)
-    by_category = _grouped(s, category, counted)
-    by_office = _grouped(s, func.coalesce(Case.office, UNROUTED), counted)
-
-    # Weeks: the local date of each registration, streamed (one timestamp per row).
-    weeks: Counter[str] = Counter()
-    for at in s.scalars(
-        select(Case.registered_at).where(*counted).execution_options(yield_per=_STREAM)
+    office = func.coalesce(Case.office, UNROUTED)
+    annulled = still_open = 0
+    by_channel = dict.fromkeys((c.value for c in Channel), 0)
+    by_category: Counter[str] = Counter()
+    by_office: Counter[str] = Counter()
+    for status, channel, cat, off, n in s.execute(
+        select(Case.status, Case.channel, category, office, func.count())
+        .where(*registered_in)
+        .group_by(Case.status, Case.channel, category, office)
     ):
-        weeks[_iso_week(at.astimezone(tz).date())[0]] += 1
+        if status == Status.ANNULLED.value:
+            annulled += n
+            continue
+        still_open += n if status in _OPEN else 0
+        by_channel[channel] = by_channel.get(channel, 0) + n
+        by_category[cat] += n
+        by_office[off] += n
+
+    weeks: Counter[str] = Counter()
+    for day, n in _local_days(s, counted, tz).items():
+        weeks[_iso_week(day)[0]] += n
     by_week = []
     monday = _iso_week(start)[1]
     while monday <= end:
@@ -169,25 +230,9 @@ def dashboard(
         by_week.append(WeekCount(key, monday, weeks.get(key, 0)))
         monday += timedelta(days=7)
 
-    # Answered in the range: durations for the percentiles, and whether each was in time.
-    hours: list[float] = []
-    on_time = 0
-    for registered_at, closed_at, due_at in s.execute(
-        select(Case.registered_at, Case.closed_at, Case.due_at)
-        .where(
-            mine,
-            Case.status.in_(ANSWERED),
-            Case.closed_at >= lo,
-            Case.closed_at < hi,
-        )
-        .execution_options(yield_per=_STREAM)
-    ):
-        assert closed_at is not None  # filtered above; tells the type checker
-        hours.append((closed_at - registered_at).total_seconds() / 3600)
-        on_time += closed_at <= due_at
-    hours.sort()
-    median = timedelta(hours=statistics.median(hours)) if hours else None
-    p90 = timedelta(hours=percentile(hours, 90)) if hours else None
+    answered, on_time, median, p90 = _answered(
+        s, [mine, Case.status.in_(ANSWERED), Case.closed_at >= lo, Case.closed_at < hi]
+    )
 
     return Dashboard(
         municipality=muni_code,
@@ -196,7 +241,7 @@ def dashboard(
         now=now,
         registered=sum(by_channel.values()),
         annulled=annulled,
-        answered=len(hours),
+        answered=answered,
         still_open=still_open,
         by_week=by_week,
         by_channel=by_channel,
@@ -205,7 +250,7 @@ def dashboard(
         time_to_close_median=median,
         time_to_close_p90=p90,
         answered_before_due=on_time,
-        share_answered_before_due=on_time / len(hours) if hours else None,
+        share_answered_before_due=on_time / answered if answered else None,
         overdue=overdue_cases(s, muni_code, now=now, limit=overdue_limit),
     )
 
@@ -215,23 +260,32 @@ def overdue_cases(
 ) -> list[OverdueCase]:
     """Open cases past their due date, most overdue first, with who holds them."""
     rows = s.execute(
-        select(Case, User.full_name, User.name)
+        select(
+            Case.year,
+            Case.number,
+            Case.status,
+            Case.category,
+            Case.office,
+            Case.due_at,
+            User.full_name,
+            User.name,
+        )  # columns, not cases: no history or attachments loaded for a list of a thousand
         .outerjoin(User, User.id == Case.assignee_id)
-        .where(Case.municipality == muni_code, Case.status.in_(_OPEN), Case.due_at < now)
+        .where(Case.municipality == muni_code, status_in(OPEN_STATUSES), Case.due_at < now)
         .order_by(Case.due_at, Case.id)
         .limit(limit)
     ).all()
     return [
         OverdueCase(
-            protocol=case.protocol,
-            status=case.status,
-            category=case.category,
-            office=case.office,
+            protocol=format_protocol(year, number),
+            status=status,
+            category=category,
+            office=office,
             assignee=(full or name) if name else None,
-            due_at=case.due_at,
-            days_overdue=(now - case.due_at).days,
+            due_at=due_at,
+            days_overdue=(now - due_at).days,
         )
-        for case, full, name in rows
+        for year, number, status, category, office, due_at, full, name in rows
     ]
 
 
@@ -256,12 +310,18 @@ def _cell(value: Any) -> Any:
     return "'" + text if text.startswith(_FORMULA) else text
 
 
-def to_csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> str:
-    """Any list as CSV (header row first): rows are mappings keyed by column, or sequences."""
+def csv_chunks(
+    columns: Sequence[str],
+    rows: Iterable[Mapping[str, Any] | Sequence[Any]],
+    rows_per_chunk: int = 500,
+) -> Iterator[str]:
+    """Any list as CSV (header row first), `rows_per_chunk` rows at a time: a download of any
+    length is sent as it is read, in constant memory. Rows are mappings keyed by column, or
+    sequences."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow([_cell(c) for c in columns])
-    for row in rows:
+    for i, row in enumerate(rows, start=1):
         if isinstance(row, Mapping):
             values = [row.get(c) for c in columns]
         else:
@@ -269,4 +329,13 @@ def to_csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any] | Sequence[A
             if len(values) != len(columns):
                 raise ValueError(f"a row has {len(values)} cells for {len(columns)} columns")
         writer.writerow([_cell(v) for v in values])
-    return out.getvalue()
+        if i % rows_per_chunk == 0:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue()
+
+
+def to_csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> str:
+    """Any list as CSV in one string (see csv_chunks)."""
+    return "".join(csv_chunks(columns, rows))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from flask import (
     request,
     send_file,
     session,
+    stream_with_context,
     url_for,
 )
 from flask_wtf.csrf import CSRFError, generate_csrf
@@ -70,8 +72,8 @@ from cases.services import (
     status_values,
     unread_notifications,
 )
+from cases.stats import csv_chunks, to_csv
 from cases.stats import dashboard as compute
-from cases.stats import to_csv
 from cases.step_inputs import from_form, limits
 from cases.tracking import LANGUAGES
 from cases.workflow import (
@@ -166,6 +168,16 @@ def _local(when: datetime | None, fmt: str = "%d/%m/%Y %H:%M") -> str:
         return ""
     tz = muni().tz if "user" in g else _config().municipality[0].tz
     return when.astimezone(tz).strftime(fmt)
+
+
+@bp.app_template_filter("selecting")
+def _selecting(options: Markup, value: str | None) -> Markup:
+    """`<option>`s rendered once for a whole list, with the one of `value` marked selected
+    (the codes are config's, letters and digits only, so the match is exact)."""
+    if not value:
+        return options
+    mark = str(Markup('<option value="{}">').format(value))
+    return Markup(str(options).replace(mark, mark[:-1] + " selected>", 1))
 
 
 @bp.context_processor
@@ -406,7 +418,8 @@ def home() -> Any:
 # ---------------------------------------------------------------- lists
 
 
-def _csv_response(cases: list[Case], filename: str) -> Response:
+def _csv_response(cases: Iterable[Case], filename: str) -> Response:
+    """The list as a CSV download, streamed as it is read (constant memory at any length)."""
     tz, now = muni().tz, runtime().clock()
     columns = [
         "protocol",
@@ -420,7 +433,7 @@ def _csv_response(cases: list[Case], filename: str) -> Response:
         "overdue",
         "text",
     ]
-    rows = [
+    rows = (
         [
             c.protocol,
             c.registered_at.astimezone(tz).isoformat(timespec="seconds"),
@@ -434,11 +447,34 @@ def _csv_response(cases: list[Case], filename: str) -> Response:
             c.original_text,
         ]
         for c in cases
-    ]
+    )
     return Response(
-        to_csv(columns, rows),
+        stream_with_context(csv_chunks(columns, rows)),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _wants_csv() -> bool:
+    return request.args.get("format") == "csv"
+
+
+def _work_list(wl: queues.WorkList, filename: str, template: str, **values: Any) -> Any:
+    """A work list: one page of it (after the case in `after`), or all of it as CSV."""
+    s = db()
+    if _wants_csv():
+        return _csv_response(queues.everything(s, wl), filename)
+    after = request.args.get("after")
+    shown = queues.page(s, wl, whole_number(after, "after") if after else None)
+    here: dict[str, Any] = {k: v for k, v in request.args.items() if k != "after"}
+    endpoint = request.endpoint or ""
+    return render_template(
+        template,
+        cases=shown.cases,
+        total=shown.total,
+        next_url=url_for(endpoint, **here, after=shown.after) if shown.after else None,
+        first_url=url_for(endpoint, **here) if after else None,
+        **values,
     )
 
 
@@ -447,13 +483,11 @@ def triage() -> Any:
     tab = request.args.get("tab", "new")
     if tab not in ("new", "to_close"):
         raise Invalid("tab must be new or to_close")
-    s, c = db(), ctx()
-    cases = queues.triage(s, c, user()) if tab == "new" else queues.to_close(s, c, user())
-    if request.args.get("format") == "csv":
-        return _csv_response(cases, f"triage-{tab}.csv")
-    return render_template(
+    wl = queues.triage(user()) if tab == "new" else queues.to_close(user())
+    return _work_list(
+        wl,
+        f"triage-{tab}.csv",
         "console/triage.html",
-        cases=cases,
         tab=tab,
         offices=muni().offices,
         categories=muni().categories,
@@ -466,22 +500,23 @@ def office() -> Any:
     code = queues.queue_office(u, request.args.get("office") or None)
     if code is not None and muni().office(code) is None:
         raise Invalid(f"unknown office {code!r}")
-    s, c = db(), ctx()
-    cases = queues.office_queue(s, c, u, code)
-    if request.args.get("format") == "csv":
-        return _csv_response(cases, f"office-{code or 'all'}.csv")
-    load = queues.operator_load(s, c, code) if code else []
-    return render_template(
-        "console/office.html", cases=cases, office=code, load=load, offices=muni().offices
+    wl = queues.office_queue(u, code)
+    load = queues.operator_load(db(), ctx(), code) if code and not _wants_csv() else []
+    return _work_list(
+        wl,
+        f"office-{code or 'all'}.csv",
+        "console/office.html",
+        office=code,
+        load=load,
+        offices=muni().offices,
     )
 
 
 @bp.get("/mine")
 def mine() -> Any:
-    cases = queues.my_cases(db(), ctx(), user())
-    if request.args.get("format") == "csv":
-        return _csv_response(cases, "my-cases.csv")
-    return render_template("console/list.html", title=t("my_cases"), cases=cases)
+    return _work_list(
+        queues.my_cases(user()), "my-cases.csv", "console/list.html", title=t("my_cases")
+    )
 
 
 @bp.get("/search")

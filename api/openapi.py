@@ -126,11 +126,18 @@ def spec() -> dict[str, Any]:
                     "type": "object",
                     "properties": {
                         "items": {"type": "array", "items": {"$ref": "#/components/schemas/Case"}},
-                        "total": {"type": "integer"},
+                        "total": {
+                            "type": "integer",
+                            "description": "how many cases match, counted up to 1000",
+                        },
+                        "total_exact": {
+                            "type": "boolean",
+                            "description": "false when more cases may match: then `total` is a lower bound",
+                        },
                         "page": {"type": "integer"},
                         "per_page": {"type": "integer"},
                     },
-                    "required": ["items", "total", "page", "per_page"],
+                    "required": ["items", "total", "total_exact", "page", "per_page"],
                 },
                 "NewCase": schema(RegisterInputs),
                 **{m.__name__: schema(m) for m in _input_models()},

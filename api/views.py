@@ -133,10 +133,11 @@ def cases_list() -> Any:
     page = _int("page", 1, 1, 100_000)
     per_page = _int("per_page", 50, 1, 200)
     ctx = _ctx()
-    rows, total = list_cases(db(), ctx, u, f, page=page, per_page=per_page)
+    found = list_cases(db(), ctx, u, f, page=page, per_page=per_page)
     return jsonify(
-        items=[case_json(c, ctx, u, events=False) for c in rows],
-        total=total,
+        items=[case_json(c, ctx, u, events=False) for c in found.cases],
+        total=found.total,
+        total_exact=not found.more,
         page=page,
         per_page=per_page,
     )

@@ -175,9 +175,12 @@ def _phone_formats(phone: str, rng: random.Random) -> str:
                        f"0039{national}", f"{national[:3]}-{national[3:]}"])  # fmt: skip
 
 
+# common words (a match in every few cases: answered from the newest cases) and rarer ones
+# (a street and house number: answered through the trigram indexes)
 WORDS = ["lampione", "buca", "rifiuti", "perdita acqua", "semaforo guasto", "via roma",
          "marciapiede mazzini", "tombino", "albero pericolante", "cassonetto pieno",
-         "graffiti scuola", "giochi parco"]  # fmt: skip
+         "graffiti scuola", "giochi parco", "via mazzini 57", "poggio alto 12",
+         "stazione 150", "cipressi 99"]  # fmt: skip
 
 
 def _last_year(reg: Register) -> int:

@@ -17,12 +17,14 @@ from cases.config import Municipality
 from cases.errors import Invalid, NotFound
 from cases.models import (
     OPEN_STATUSES,
+    Attachment,
     Case,
     JobLock,
     Role,
     StaffNotification,
     Status,
     User,
+    format_protocol,
     status_in,
 )
 from cases.notify import Ctx, notify_staff, office_queue_staff, staff_of
@@ -128,20 +130,30 @@ def search_words(text: str | None) -> list[str]:
     return re.findall(r"\w+", (text or "").lower())[:MAX_SEARCH_WORDS]
 
 
-def _mentions(word: str) -> ColumnElement[bool]:
+COUNT_CAP = 1000  # a list's total is counted up to this; beyond, "more than 1,000"
+SEARCH_WINDOW = 20_000  # a word search reads the newest cases first, this many at most
+RANKED = 200  # the newest matches of a word search, ranked by closeness (PostgreSQL)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A page of a filtered list: its cases, how many match (counted up to COUNT_CAP) and
+    whether more may match than that (then `total` is a lower bound)."""
+
+    cases: list[Case]
+    total: int
+    more: bool
+
+
+def _mentions(word: str, c: Any = Case) -> ColumnElement[bool]:
     """The case's text or address holds `word` (anywhere in a word, any case). On PostgreSQL
     each ILIKE is answered by the trigram indexes (migration 0007), not a scan."""
     pattern = "%" + word.replace("_", "\\_") + "%"  # \w+ holds no wildcard but "_"
-    return or_(
-        Case.original_text.ilike(pattern, escape="\\"),
-        Case.address.ilike(pattern, escape="\\"),
-    )
+    return or_(c.original_text.ilike(pattern, escape="\\"), c.address.ilike(pattern, escape="\\"))
 
 
-def list_cases(
-    s: Session, ctx: Ctx, actor: User, f: CaseFilter, *, page: int = 1, per_page: int = 50
-) -> tuple[list[Case], int]:
-    """Cases this actor may see, filtered, newest first; returns (page of cases, total)."""
+def _filtered(actor: User, ctx: Ctx, f: CaseFilter) -> Select[Any]:
+    """The cases this actor may see, with every filter but the words."""
     q = _visible(actor)
     if f.status:
         bad = [x for x in f.status if x not in Status.__members__.values()]
@@ -156,9 +168,6 @@ def list_cases(
         q = q.where(Case.channel == f.channel)
     if f.assignee:
         q = q.join(User, User.id == Case.assignee_id).where(User.name == f.assignee)
-    words = search_words(f.text)
-    if words:
-        q = q.where(*(_mentions(w) for w in words))
     if f.phone:
         try:
             q = q.where(Case.phone == normalise_phone(f.phone, ctx.muni.country))
@@ -172,17 +181,87 @@ def list_cases(
         q = q.where(Case.registered_at < end)
     if f.overdue:
         q = q.where(status_in(OPEN_STATUSES), Case.due_at < ctx.now)
-    total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-    order: list[Any] = [Case.registered_at.desc(), Case.id.desc()]
-    if words and s.get_bind().dialect.name == "postgresql":
-        # ranked: the cases whose words are closest to what was asked first, then the newest
-        closeness = func.greatest(
-            func.word_similarity(" ".join(words), Case.original_text),
-            func.word_similarity(" ".join(words), func.coalesce(Case.address, "")),
+    return q
+
+
+_NEWEST = (Case.registered_at.desc(), Case.id.desc())
+
+
+def list_cases(
+    s: Session, ctx: Ctx, actor: User, f: CaseFilter, *, page: int = 1, per_page: int = 50
+) -> Found:
+    """Cases this actor may see, filtered, newest first (a word search: its closest matches
+    first among the newest RANKED, on PostgreSQL). The total is counted up to COUNT_CAP."""
+    q = _filtered(actor, ctx, f)
+    offset = (page - 1) * per_page
+    words = search_words(f.text)
+    if words:
+        return _word_search(s, q, words, offset, per_page)
+    counted = s.scalar(
+        select(func.count()).select_from(
+            q.with_only_columns(Case.id).limit(COUNT_CAP + 1).subquery()
         )
-        order.insert(0, closeness.desc())
-    rows = s.scalars(q.order_by(*order).limit(per_page).offset((page - 1) * per_page)).all()
-    return list(rows), int(total)
+    )
+    n = int(counted or 0)
+    rows = s.scalars(q.order_by(*_NEWEST).offset(offset).limit(per_page)).all()
+    return Found(list(rows), min(n, COUNT_CAP), n > COUNT_CAP)
+
+
+def _word_search(s: Session, q: Select[Any], words: list[str], offset: int, limit: int) -> Found:
+    """Cases holding every word, newest first, at any size of the register. The newest
+    SEARCH_WINDOW cases are read first: when they hold the RANKED (or the page's) newest
+    matches, those are the answer, and the total says "at least" (a common word). Otherwise
+    the trigram indexes are asked for every match (a rarer word: fewer of them), counted up
+    to COUNT_CAP. Then the newest RANKED are ordered by closeness (PostgreSQL's
+    word_similarity: a whole word before a part of one), the newest first among equals."""
+    need = max(RANKED, offset + limit)
+    window = (
+        q.with_only_columns(Case.id, Case.registered_at, Case.original_text, Case.address)
+        .order_by(*_NEWEST)
+        .limit(SEARCH_WINDOW)
+        .subquery()
+    )
+    ids = list(
+        s.scalars(
+            select(window.c.id)
+            .where(*(_mentions(w, window.c) for w in words))
+            .order_by(window.c.registered_at.desc(), window.c.id.desc())
+            .limit(need)
+        )
+    )
+    more = len(ids) >= need  # enough among the newest: older ones may match too
+    if not more:
+        # every match, found through the indexes, then sorted (MATERIALIZED: PostgreSQL
+        # must not walk the register newest first looking for a rare word)
+        every = (
+            q.with_only_columns(Case.id.label("id"), Case.registered_at.label("at"))
+            .where(*(_mentions(w) for w in words))
+            .cte("matches")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        ids = list(
+            s.scalars(select(every.c.id).order_by(every.c.at.desc(), every.c.id.desc())
+                      .limit(COUNT_CAP + 1))
+        )  # fmt: skip
+        more = len(ids) > COUNT_CAP
+    ids = ids[:COUNT_CAP]
+    if s.get_bind().dialect.name == "postgresql" and offset < RANKED and ids:
+        asked = " ".join(words)
+        closeness = func.greatest(
+            func.word_similarity(asked, Case.original_text),
+            func.word_similarity(asked, func.coalesce(Case.address, "")),
+        )
+        pool = ids[:RANKED]
+        ranked = list(s.scalars(select(Case.id).where(Case.id.in_(pool))
+                                .order_by(closeness.desc(), *_NEWEST)))  # fmt: skip
+        ids = ranked + ids[RANKED:]
+    shown = ids[offset : offset + limit]
+    if more and offset + limit > len(ids):  # past the counted matches: newest first
+        rows = s.scalars(q.where(*(_mentions(w) for w in words)).order_by(*_NEWEST)
+                         .offset(offset).limit(limit)).all()  # fmt: skip
+        return Found(list(rows), len(ids), more)
+    by_id = {c.id: c for c in s.scalars(select(Case).where(Case.id.in_(shown)))}
+    return Found([by_id[i] for i in shown if i in by_id], len(ids), more)
 
 
 def other_open_cases(
@@ -381,24 +460,31 @@ def daily_register(s: Session, muni: Municipality, day: date) -> list[dict[str, 
     tz = muni.tz
     start = datetime.combine(day, time(), tzinfo=tz)
     end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
-    rows = s.scalars(
-        select(Case)
+    attachments = (
+        select(func.count()).where(Attachment.case_id == Case.id).scalar_subquery().label("n")
+    )  # columns and a count, not cases: no history loaded for a day of a large city
+    rows = s.execute(
+        select(
+            Case.year, Case.number, Case.registered_at, Case.channel, Case.phone,
+            Case.registered_by, Case.category, Case.original_text, Case.status,
+            Case.annulled_at, Case.annulled_by, Case.annul_reason, attachments,
+        )
         .where(
             Case.municipality == muni.code, Case.registered_at >= start, Case.registered_at < end
         )
         .order_by(Case.year, Case.number)
-    ).all()
+    ).all()  # fmt: skip
     users = {u.id: u.name for u in s.scalars(select(User).where(User.municipality == muni.code))}
     return [
         {
-            "protocol": c.protocol,
+            "protocol": format_protocol(c.year, c.number),
             "registered_at": c.registered_at.astimezone(tz).isoformat(timespec="seconds"),
             "channel": c.channel,
             "sender": c.phone or "",
             "registered_by": users.get(c.registered_by or -1, "sistema"),
             "subject": c.category or "",
             "text": c.original_text,
-            "attachments": len(c.attachments),
+            "attachments": int(c.n),
             "annulled": c.status == Status.ANNULLED,
             "annulled_at": c.annulled_at.astimezone(tz).isoformat(timespec="seconds")
             if c.annulled_at

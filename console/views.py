@@ -62,6 +62,7 @@ from cases.notify import Ctx, office_name, status_label
 from cases.phone import mask_phone
 from cases.protocol import parse_protocol, url_protocol
 from cases.services import (
+    COUNT_CAP,
     REGISTER_COLUMNS,
     CaseFilter,
     case_for,
@@ -519,6 +520,9 @@ def mine() -> Any:
     )
 
 
+SEARCH_PAGE = 50  # matches shown on the search page; the CSV holds all that are counted
+
+
 @bp.get("/search")
 def search() -> Any:
     q = (request.args.get("q") or "").strip()
@@ -530,7 +534,7 @@ def search() -> Any:
         raise Invalid("the search text is longer than 200 characters")
     s, c, u = db(), ctx(), user()
     cases: list[Case] = []
-    total = 0
+    total, more = 0, False
     searched = bool(q or date_from or date_to or status)
     if searched:
         f_status = None
@@ -548,13 +552,16 @@ def search() -> Any:
                 cases, total = [], 0
         else:
             f = replace(base, phone=q) if kind == "phone" else replace(base, text=q or None)
-            cases, total = list_cases(s, c, u, f, page=1, per_page=500)
-    if request.args.get("format") == "csv":
+            csv = _wants_csv()  # the download holds every counted match; the page, the first
+            found = list_cases(s, c, u, f, page=1, per_page=COUNT_CAP if csv else SEARCH_PAGE)
+            cases, total, more = found.cases, found.total, found.more
+    if _wants_csv():
         return _csv_response(cases, "search.csv")
     return render_template(
         "console/search.html",
         cases=cases,
         total=total,
+        more=more,
         q=q,
         date_from=date_from,
         date_to=date_to,
@@ -870,7 +877,7 @@ def register_download() -> Any:
     )
     day = date_arg("date") or runtime().clock().astimezone(muni().tz).date()
     rows = daily_register(db(), muni(), day)
-    body = to_csv(REGISTER_COLUMNS, rows)
+    body = stream_with_context(csv_chunks(REGISTER_COLUMNS, rows))
     log.info("daily register %s of %s downloaded by %s", day, muni().code, user().name)
     return Response(
         body,

@@ -71,3 +71,44 @@ def test_a_search_is_answered_by_the_trigram_indexes(
         plan: Any = "\n".join(r[0] for r in s.execute(text(f"EXPLAIN {sql}")))
     assert "ix_cases_text_trgm" in plan and "ix_cases_address_trgm" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+def test_a_common_word_is_found_among_the_newest_and_a_rare_one_anywhere(
+    staff: Staff, db_url: str, monkeypatch: Any
+) -> None:
+    """The newest cases are read first (SEARCH_WINDOW of them); a word they hold too rarely
+    is looked up through the indexes in the whole register: the same answer either way."""
+    from cases import services
+
+    monkeypatch.setattr(services, "SEARCH_WINDOW", 4)
+    staff.add("urp", "urp")
+    old = [_new(staff, f"Perdita d'acqua in via Verdi {i}") for i in range(3)]
+    new = [_new(staff, f"Lampione spento in via Dante {i}") for i in range(6)]
+    assert _found(staff, "lampione") == new[::-1]  # newest first, from the window
+    assert _found(staff, "perdita verdi") == old[::-1]  # older than the window: still found
+    assert _found(staff, "dante 2") == [new[2]]
+    # enough matches among the newest: those are the answer, the total a lower bound
+    monkeypatch.setattr(services, "RANKED", 2)
+    body = staff.get("urp", "/cases", query_string={"q": "lampione", "per_page": 2}).get_json()
+    assert [c["protocol"] for c in body["items"]] == new[::-1][:2]
+    assert body["total"] == 2 and body["total_exact"] is False  # "at least"
+
+
+def test_the_total_is_counted_up_to_a_cap(staff: Staff, db_url: str, monkeypatch: Any) -> None:
+    from cases import services
+
+    monkeypatch.setattr(services, "COUNT_CAP", 5)
+    monkeypatch.setattr(services, "SEARCH_WINDOW", 3)
+    staff.add("urp", "urp")
+    made = [_new(staff, f"Buca numero {i}") for i in range(8)]
+    for q in ({"q": "buca"}, {}):  # a word search and a plain list
+        body = staff.get("urp", "/cases", query_string=dict(q, per_page=3)).get_json()
+        assert body["total"] == 5 and body["total_exact"] is False, body
+        assert [c["protocol"] for c in body["items"]] == made[::-1][:3]
+    few = staff.get("urp", "/cases", query_string={"q": "numero 7"}).get_json()
+    assert few["total"] == 1 and few["total_exact"] is True
+    # past the counted matches the list goes on, newest first
+    mid = staff.get("urp", "/cases", query_string={"q": "buca", "per_page": 3, "page": 2})
+    assert [c["protocol"] for c in mid.get_json()["items"]] == made[::-1][3:6]
+    far = staff.get("urp", "/cases", query_string={"q": "buca", "per_page": 3, "page": 3})
+    assert [c["protocol"] for c in far.get_json()["items"]] == made[::-1][6:]

@@ -126,7 +126,12 @@ class Case(Base):
         ),
         Index("ix_cases_muni_status", "municipality", "status"),
         Index("ix_cases_muni_phone", "municipality", "phone"),
-        Index("ix_cases_muni_registered", "municipality", "registered_at"),
+        Index(
+            "ix_cases_muni_registered_cover",
+            "municipality",
+            "registered_at",
+            postgresql_include=["status", "channel", "category", "office"],
+        ),  # migration 0009; the work lists' partial indexes are in migrations 0008-0009
         Index("ux_cases_intake_key", "municipality", "intake_key", unique=True),
     )
     id: Mapped[int] = mapped_column(primary_key=True)

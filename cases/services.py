@@ -146,10 +146,15 @@ class Found:
 
 
 def _mentions(word: str, c: Any = Case) -> ColumnElement[bool]:
-    """The case's text or address holds `word` (anywhere in a word, any case). On PostgreSQL
-    each ILIKE is answered by the trigram indexes (migration 0007), not a scan."""
-    pattern = "%" + word.replace("_", "\\_") + "%"  # \w+ holds no wildcard but "_"
-    return or_(c.original_text.ilike(pattern, escape="\\"), c.address.ilike(pattern, escape="\\"))
+    """The case's text or address holds `word` (any case; `word` is lower case): anywhere in
+    a word, or, for a word of one or two letters (a house number, say), at the start of a
+    word. On PostgreSQL each ILIKE is answered by the trigram indexes (migration 0007), not a
+    scan: a short word has trigrams only where a word starts ("  5", " 57"), which is why it
+    is looked for there (anywhere, it would be in nearly every case)."""
+    w = word.replace("_", "\\_")  # \w+ holds no wildcard but "_"
+    patterns = [f"%{w}%"] if len(word) >= 3 else [f"{w}%", f"% {w}%"]
+    return or_(*(col.ilike(p, escape="\\") for col in (c.original_text, c.address)
+                 for p in patterns))  # fmt: skip
 
 
 def _filtered(actor: User, ctx: Ctx, f: CaseFilter) -> Select[Any]:

@@ -51,6 +51,7 @@ from cases.errors import DomainError, Invalid, NotFound
 from cases.gsm import is_gsm7, segments
 from cases.i18n import N_, translate
 from cases.models import (
+    OPEN_STATUSES,
     Attachment,
     Case,
     Role,
@@ -419,7 +420,7 @@ def home() -> Any:
 # ---------------------------------------------------------------- lists
 
 
-def _csv_response(cases: Iterable[Case], filename: str) -> Response:
+def _csv_response(rows: Iterable[queues.ExportRow], filename: str) -> Response:
     """The list as a CSV download, streamed as it is read (constant memory at any length)."""
     tz, now = muni().tz, runtime().clock()
     columns = [
@@ -434,26 +435,29 @@ def _csv_response(cases: Iterable[Case], filename: str) -> Response:
         "overdue",
         "text",
     ]
-    rows = (
+    cells = (
         [
-            c.protocol,
-            c.registered_at.astimezone(tz).isoformat(timespec="seconds"),
-            c.channel,
-            c.status,
-            c.category or "",
-            c.office or "",
-            c.assignee.name if c.assignee else "",
-            c.due_at.astimezone(tz).date().isoformat(),
-            "yes" if c.is_overdue(now) else "",
-            c.original_text,
+            r.protocol,
+            r.registered_at.astimezone(tz).isoformat(timespec="seconds"),
+            r.channel,
+            r.status,
+            r.category or "",
+            r.office or "",
+            r.assignee or "",
+            r.due_at.astimezone(tz).date().isoformat(),
+            "yes" if r.status in OPEN and r.due_at < now else "",
+            r.text,
         ]
-        for c in cases
+        for r in rows
     )
     return Response(
-        stream_with_context(csv_chunks(columns, rows)),
+        stream_with_context(csv_chunks(columns, cells)),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+OPEN = frozenset(x.value for x in OPEN_STATUSES)
 
 
 def _wants_csv() -> bool:
@@ -556,7 +560,7 @@ def search() -> Any:
             found = list_cases(s, c, u, f, page=1, per_page=COUNT_CAP if csv else SEARCH_PAGE)
             cases, total, more = found.cases, found.total, found.more
     if _wants_csv():
-        return _csv_response(cases, "search.csv")
+        return _csv_response((queues.ExportRow.of(c) for c in cases), "search.csv")
     return render_template(
         "console/search.html",
         cases=cases,

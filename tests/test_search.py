@@ -112,3 +112,16 @@ def test_the_total_is_counted_up_to_a_cap(staff: Staff, db_url: str, monkeypatch
     assert [c["protocol"] for c in mid.get_json()["items"]] == made[::-1][3:6]
     far = staff.get("urp", "/cases", query_string={"q": "buca", "per_page": 3, "page": 3})
     assert [c["protocol"] for c in far.get_json()["items"]] == made[::-1][6:]
+
+
+def test_a_word_of_one_or_two_letters_is_looked_for_where_a_word_starts(
+    staff: Staff, db_url: str
+) -> None:
+    """A house number: "roma 2" finds via Roma 2 and 21, not 12 (anywhere, a digit or two
+    would be in nearly every case, and no trigram index could answer it)."""
+    staff.add("urp", "urp")
+    two = _new(staff, "Buca", address="via Roma 2")
+    twenty_one = _new(staff, "Buca", address="via Roma 21")
+    _new(staff, "Buca", address="via Roma 12")
+    first = _new(staff, "2 lampioni spenti in via Roma")
+    assert set(_found(staff, "roma 2")) == {two, twenty_one, first}

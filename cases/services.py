@@ -131,8 +131,8 @@ def search_words(text: str | None) -> list[str]:
 
 
 COUNT_CAP = 1000  # a list's total is counted up to this; beyond, "more than 1,000"
-SEARCH_WINDOW = 20_000  # a word search reads the newest cases first, this many at most
-RANKED = 200  # the newest matches of a word search, ranked by closeness (PostgreSQL)
+SEARCH_WINDOW = 5_000  # a word search reads the newest cases first, this many at most
+RANKED = 100  # the newest matches of a word search, ranked by closeness (PostgreSQL)
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,12 @@ def spec() -> dict[str, Any]:
                         },
                         "page": {"type": "integer"},
                         "per_page": {"type": "integer"},
+                        "next_after": {
+                            "type": ["string", "null"],
+                            "description": "pass as `after` for the next page (keyset "
+                            "pagination: any page costs what the first does); null at the end "
+                            "and for a search by words",
+                        },
                     },
                     "required": ["items", "total", "total_exact", "page", "per_page"],
                 },
@@ -198,6 +204,7 @@ def spec() -> dict[str, Any]:
                             ("overdue", "string"),
                             ("page", "integer"),
                             ("per_page", "integer"),
+                            ("after", "string"),
                         )
                     ],
                     "responses": {

@@ -17,6 +17,7 @@ from cases.services import (
     case_for,
     list_cases,
     notifications_for,
+    search_words,
     status_values,
     user_by_token,
 )
@@ -133,11 +134,14 @@ def cases_list() -> Any:
     page = _int("page", 1, 1, 100_000)
     per_page = _int("per_page", 50, 1, 200)
     ctx = _ctx()
-    found = list_cases(db(), ctx, u, f, page=page, per_page=per_page)
+    after = request.args.get("after") or None
+    found = list_cases(db(), ctx, u, f, page=page, per_page=per_page, after=after)
+    full = len(found.cases) == per_page and not search_words(f.text)
     return jsonify(
         items=[case_json(c, ctx, u, events=False) for c in found.cases],
         total=found.total,
         total_exact=not found.more,
+        next_after=found.cases[-1].protocol if full else None,
         page=page,
         per_page=per_page,
     )

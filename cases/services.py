@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from cases.config import Municipality
@@ -193,13 +193,29 @@ _NEWEST = (Case.registered_at.desc(), Case.id.desc())
 
 
 def list_cases(
-    s: Session, ctx: Ctx, actor: User, f: CaseFilter, *, page: int = 1, per_page: int = 50
+    s: Session,
+    ctx: Ctx,
+    actor: User,
+    f: CaseFilter,
+    *,
+    page: int = 1,
+    per_page: int = 50,
+    after: str | None = None,
 ) -> Found:
     """Cases this actor may see, filtered, newest first (a word search: its closest matches
-    first among the newest RANKED, on PostgreSQL). The total is counted up to COUNT_CAP."""
+    first among the newest RANKED, on PostgreSQL). The total is counted up to COUNT_CAP.
+    `after` (a protocol number) continues the list after that case, at the cost of the first
+    page however far it goes (keyset pagination; not with words, whose order is ranked)."""
     q = _filtered(actor, ctx, f)
     offset = (page - 1) * per_page
     words = search_words(f.text)
+    if after is not None:
+        if words or page != 1:
+            raise Invalid("'after' continues the newest-first list: not with q or page")
+        anchor = find_case(s, ctx, after)
+        if anchor is None or not can_view(actor, anchor):
+            raise Invalid(f"no case {after[:40]!r} to continue the list after")
+        q = q.where(tuple_(Case.registered_at, Case.id) < tuple_(anchor.registered_at, anchor.id))
     if words:
         return _word_search(s, q, words, offset, per_page)
     counted = s.scalar(

@@ -125,3 +125,25 @@ def test_a_word_of_one_or_two_letters_is_looked_for_where_a_word_starts(
     _new(staff, "Buca", address="via Roma 12")
     first = _new(staff, "2 lampioni spenti in via Roma")
     assert set(_found(staff, "roma 2")) == {two, twenty_one, first}
+
+
+def test_the_api_list_continues_after_a_case(staff: Staff, db_url: str) -> None:
+    """Keyset pagination: `next_after` names the last case of a full page; `after` goes on
+    from it, newest first, with no gap and no repeat, whatever the page's depth."""
+    staff.add("urp", "urp")
+    made = [_new(staff, f"Segnalazione {i}") for i in range(5)]
+    seen: list[str] = []
+    after = None
+    for _ in range(5):
+        args: dict[str, Any] = {"per_page": 2}
+        if after:
+            args["after"] = after
+        body = staff.get("urp", "/cases", query_string=args).get_json()
+        seen += [c["protocol"] for c in body["items"]]
+        after = body["next_after"]
+        if after is None:
+            break
+    assert seen == made[::-1]
+    for bad in ({"after": "2026/9999999"}, {"after": "not a number"},
+                {"after": made[0], "q": "segnalazione"}, {"after": made[0], "page": 2}):  # fmt: skip
+        assert staff.get("urp", "/cases", query_string=bad).status_code == 400, bad

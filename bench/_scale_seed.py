@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from inbound_sms import PROBLEMS  # the same reports the inbound benchmark sends
+
 MEASURED = "monteverde"
 OTHERS = [f"comune{i:02d}" for i in range(1, 20)]
 MUNIS = [MEASURED, *OTHERS]
@@ -40,30 +42,6 @@ PASSWORD = "scale-bench-password"
 YEARS = 10
 ROME = ZoneInfo("Europe/Rome")
 
-PROBLEMS = [
-    "Buca profonda",
-    "Lampione spento da una settimana",
-    "Perdita d'acqua dal marciapiede",
-    "Rifiuti abbandonati",
-    "Cassonetto dell'indifferenziata pieno da giorni",
-    "Albero pericolante dopo il temporale",
-    "Semaforo guasto, lampeggia giallo",
-    "Marciapiede dissestato, una signora è caduta",
-    "Auto abbandonata senza targa",
-    "Tombino otturato, la strada si allaga quando piove",
-    "Scritte sul muro della scuola",
-    "Panchina rotta",
-    "Cane randagio che abbaia tutta la notte",
-    "Musica ad alto volume fino alle 3",
-    "Segnale di stop divelto",
-    "Erba altissima nell'aiuola",
-    "Forte odore di gas",
-    "Fontanella che perde acqua in continuazione",
-    "Ratti vicino ai bidoni",
-    "Strisce pedonali cancellate",
-    "Ascensore del parcheggio fuori servizio",
-    "Giochi rotti nel parco, pericolosi per i bambini",
-]
 STREETS = [
     "via Roma",
     "piazza Garibaldi",

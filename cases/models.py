@@ -190,7 +190,13 @@ class Case(Base):
 
     def is_overdue(self, now: datetime) -> bool:
         """Still open past its due date."""
-        return self.is_open and self.due_at < now
+        return overdue(self.status, self.due_at, now)
+
+
+def overdue(status: str, due_at: datetime, now: datetime) -> bool:
+    """A case in `status`, due at `due_at`, is overdue at `now`: still open past its due date
+    (for a case, Case.is_overdue; for a row of columns read without the case, this)."""
+    return status in OPEN_STATUSES and due_at < now
 
 
 def format_protocol(year: int, number: int) -> str:

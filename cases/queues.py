@@ -24,6 +24,7 @@ from cases.models import (
     Status,
     User,
     format_protocol,
+    overdue,
     status_in,
 )
 from cases.notify import Ctx
@@ -98,6 +99,9 @@ class ExportRow:
     assignee: str | None
     due_at: datetime
     text: str
+
+    def is_overdue(self, now: datetime) -> bool:
+        return overdue(self.status, self.due_at, now)
 
     @classmethod
     def of(cls, case: Case) -> ExportRow:

@@ -212,9 +212,10 @@ def list_cases(
     if after is not None:
         if words or page != 1:
             raise Invalid("'after' continues the newest-first list: not with q or page")
-        anchor = find_case(s, ctx, after)
-        if anchor is None or not can_view(actor, anchor):
-            raise Invalid(f"no case {after[:40]!r} to continue the list after")
+        try:
+            anchor = case_for(s, ctx, actor, after)
+        except NotFound:
+            raise Invalid(f"no case {after[:40]!r} to continue the list after") from None
         q = q.where(tuple_(Case.registered_at, Case.id) < tuple_(anchor.registered_at, anchor.id))
     if words:
         return _word_search(s, q, words, offset, per_page)

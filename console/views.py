@@ -51,7 +51,6 @@ from cases.errors import DomainError, Invalid, NotFound
 from cases.gsm import is_gsm7, segments
 from cases.i18n import N_, translate
 from cases.models import (
-    OPEN_STATUSES,
     Attachment,
     Case,
     Role,
@@ -445,7 +444,7 @@ def _csv_response(rows: Iterable[queues.ExportRow], filename: str) -> Response:
             r.office or "",
             r.assignee or "",
             r.due_at.astimezone(tz).date().isoformat(),
-            "yes" if r.status in OPEN and r.due_at < now else "",
+            "yes" if r.is_overdue(now) else "",
             r.text,
         ]
         for r in rows
@@ -455,9 +454,6 @@ def _csv_response(rows: Iterable[queues.ExportRow], filename: str) -> Response:
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-OPEN = frozenset(x.value for x in OPEN_STATUSES)
 
 
 def _wants_csv() -> bool:

@@ -384,8 +384,43 @@ def seed(libpq: str, total: int, now: datetime, say: Callable[[str], None] = pri
             for t in BIG_TABLES
         }
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
+        conn.execute(RECORD_SQL)
+        conn.execute("INSERT INTO bench_scale_seed VALUES (%s, %s)", (total, now))
     timings["total"] = time.perf_counter() - t_all
     return {"rows": rows, "timings": timings, "bytes": size, "staff": staff, "plan": plan}
+
+
+# what a seeded database was seeded with, so that a later run can measure it again
+RECORD_SQL = "CREATE TABLE IF NOT EXISTS bench_scale_seed (total bigint, now timestamptz)"
+
+
+def seeded_before(libpq: str) -> dict:
+    """A database this module seeded earlier (`scale.py --database`), as `seed` describes it:
+    its plan (the size and time it was seeded with), its staff, its rows and size."""
+    import psycopg
+
+    from cases.config import load_config
+
+    muni = load_config(_config_path()).get(MEASURED)
+    with psycopg.connect(libpq, autocommit=True) as conn:
+        conn.execute(RECORD_SQL)
+        got = conn.execute("SELECT total, now FROM bench_scale_seed").fetchone()
+        if got is None:
+            raise SystemExit("that database was not seeded by bench/_scale_seed.py")
+        rows = {
+            t: conn.execute(
+                f"SELECT reltuples::bigint FROM pg_class WHERE relname = '{t}'"
+            ).fetchone()[0]  # type: ignore[arg-type]  # type: ignore[index]
+            for t in BIG_TABLES
+        }
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
+    return {
+        "rows": rows,
+        "timings": {"total": 0.0},
+        "bytes": size,
+        "staff": Staff([o.code for o in muni.offices]),
+        "plan": Plan(int(got[0]), got[1]),
+    }
 
 
 def _config_path() -> str:

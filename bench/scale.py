@@ -57,6 +57,7 @@ from _common import (
     libpq_url,
     scratch_database,
     sigterm_as_interrupt,
+    sqlalchemy_url,
     table,
     verdict,
     wait_http,
@@ -70,6 +71,7 @@ from _scale_seed import (
     Plan,
     Staff,
     seed,
+    seeded_before,
     token_for,
     track_token,
     utcnow,
@@ -405,14 +407,34 @@ def baseline(args: argparse.Namespace, tmp: str, name: str) -> dict[str, Any]:
     return r
 
 
+@contextmanager
+def reused_database(name: str) -> Iterator[str]:
+    """A database seeded by an earlier run (kept, not dropped), migrated to the newest
+    schema: to measure a change without seeding again."""
+    from lineadiretta.migrate import upgrade
+
+    url = sqlalchemy_url(name)
+    upgrade(url)
+    yield url
+
+
 def measure_size(size: int, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     now = utcnow()
     results: dict[str, Any] = {"size": size, "paths": {}}
-    with scratch_database("ld_bench_scale") as url:
+    with (
+        reused_database(args.database)
+        if args.database
+        else scratch_database("ld_bench_scale") as url
+    ):
         dbname = url.rsplit("/", 1)[1]
         libpq = libpq_url(dbname)
-        print(f"== {size:,} cases: seeding {dbname}", flush=True)
-        seeded = seed(libpq, size, now, say=lambda s: print(s, flush=True))
+        if args.database:
+            print(f"== {dbname}: seeded before, migrated to the newest schema", flush=True)
+            seeded = seeded_before(libpq)
+            size = results["size"] = seeded["plan"].total
+        else:
+            print(f"== {size:,} cases: seeding {dbname}", flush=True)
+            seeded = seed(libpq, size, now, say=lambda s: print(s, flush=True))
         results["seed"] = {k: v for k, v in seeded.items() if k in ("rows", "timings", "bytes")}
         print(f"   {seeded['rows']} rows, {seeded['bytes'] / 1e9:.2f} GB, "
               f"{seeded['timings']['total']:.0f}s", flush=True)  # fmt: skip
@@ -636,12 +658,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--only", default="", help="comma-separated path names")
     parser.add_argument("--json", default="", help="also write the figures to this file")
+    parser.add_argument("--database", default="",
+                        help="measure this database, seeded before by bench/_scale_seed.py"
+                        " (kept; --sizes is ignored)")  # fmt: skip
     args = parser.parse_args()
     args.only = [x for x in args.only.split(",") if x]
     args.connections = args.clients
     args.worker_class = "gthread"
     args.worker_connections = -(-args.clients // args.workers)
-    sizes = [int(x) for x in args.sizes.split(",")]
+    sizes = [0] if args.database else [int(x) for x in args.sizes.split(",")]
     sigterm_as_interrupt()
     started = time.monotonic()
     runs = []

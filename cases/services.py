@@ -8,9 +8,23 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    cast,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import TSQUERY, TSVECTOR
 from sqlalchemy.orm import Session
 
 from cases.config import Municipality
@@ -146,15 +160,33 @@ class Found:
 
 
 def _mentions(word: str, c: Any = Case) -> ColumnElement[bool]:
-    """The case's text or address holds `word` (any case; `word` is lower case): anywhere in
-    a word, or, for a word of one or two letters (a house number, say), at the start of a
-    word. On PostgreSQL each ILIKE is answered by the trigram indexes (migration 0007), not a
-    scan: a short word has trigrams only where a word starts ("  5", " 57"), which is why it
-    is looked for there (anywhere, it would be in nearly every case)."""
+    """SQLite's search (the embedded default, a municipality's register at most): the case's
+    text or address holds `word` (any case; `word` is lower case) anywhere in a word, or, for
+    a word of one or two letters (a house number, say), at the start of a word."""
     w = word.replace("_", "\\_")  # \w+ holds no wildcard but "_"
     patterns = [f"%{w}%"] if len(word) >= 3 else [f"{w}%", f"% {w}%"]
     return or_(*(col.ilike(p, escape="\\") for col in (c.original_text, c.address)
                  for p in patterns))  # fmt: skip
+
+
+SEARCH_CONFIG = "ld_italian"  # migration 0010: Italian stemming, accents ignored
+# the case's text and address as PostgreSQL's full-text search reads them (a stored column of
+# PostgreSQL's only, indexed by ix_cases_search; not mapped: SQLite has none)
+SEARCH_VECTOR = literal_column("cases.search_vector", TSVECTOR)
+
+
+def full_text_query(s: Session, words: list[str]) -> str | None:
+    """PostgreSQL's search for every word, each as the start of a word (its Italian stem as a
+    prefix: "lampion" and "lampioni" both find "lampione", "2" finds "21"), as the text of a
+    tsquery; None when no word is left to look for (only words like "di" or "il", which
+    Italian full-text search ignores)."""
+    parts = [p for w in words for p in re.findall(r"[^\W_]+", w)]
+    if not parts:
+        return None
+    asked = " & ".join(f"{p}:*" for p in parts)
+    got = s.scalar(select(cast(func.to_tsquery(literal_column(f"'{SEARCH_CONFIG}'"), asked),
+                               String)))  # fmt: skip
+    return got or None
 
 
 def _filtered(actor: User, ctx: Ctx, f: CaseFilter) -> Select[Any]:
@@ -233,12 +265,32 @@ def _word_search(s: Session, q: Select[Any], words: list[str], offset: int, limi
     """Cases holding every word, newest first, at any size of the register. The newest
     SEARCH_WINDOW cases are read first: when they hold the RANKED (or the page's) newest
     matches, those are the answer, and the total says "at least" (a common word). Otherwise
-    the trigram indexes are asked for every match (a rarer word: fewer of them), counted up
-    to COUNT_CAP. Then the newest RANKED are ordered by closeness (PostgreSQL's
-    word_similarity: a whole word before a part of one), the newest first among equals."""
+    the full-text index is asked for every match (rarer words, or a rare combination of
+    common ones: the index intersects the words' lists), counted up to COUNT_CAP. On
+    PostgreSQL the newest RANKED are then ordered by closeness (ts_rank_cd: the words side by
+    side first), the newest first among equals."""
+    pg = s.get_bind().dialect.name == "postgresql"
+    if pg:
+        asked = full_text_query(s, words)
+        if asked is None:
+            return Found([], 0, False)
+        tsquery = cast(asked, TSQUERY)
+
+        def matching(c: Any) -> ColumnElement[bool]:
+            return c.search_vector.op("@@")(tsquery)
+
+        held: tuple[Any, ...] = (SEARCH_VECTOR.label("search_vector"),)
+    else:
+
+        def matching(c: Any) -> ColumnElement[bool]:
+            return and_(*(_mentions(w, c) for w in words))
+
+        held = (Case.original_text, Case.address)
+    whole = SimpleNamespace(search_vector=SEARCH_VECTOR, original_text=Case.original_text,
+                            address=Case.address)  # fmt: skip
     need = max(RANKED, offset + limit)
     window = (
-        q.with_only_columns(Case.id, Case.registered_at, Case.original_text, Case.address)
+        q.with_only_columns(Case.id, Case.registered_at, *held)
         .order_by(*_NEWEST)
         .limit(SEARCH_WINDOW)
         .subquery()
@@ -246,18 +298,18 @@ def _word_search(s: Session, q: Select[Any], words: list[str], offset: int, limi
     ids = list(
         s.scalars(
             select(window.c.id)
-            .where(*(_mentions(w, window.c) for w in words))
+            .where(matching(window.c))
             .order_by(window.c.registered_at.desc(), window.c.id.desc())
             .limit(need)
         )
     )
     more = len(ids) >= need  # enough among the newest: older ones may match too
     if not more:
-        # every match, found through the indexes, then sorted (MATERIALIZED: PostgreSQL
+        # every match, found through the index, then sorted (MATERIALIZED: PostgreSQL
         # must not walk the register newest first looking for a rare word)
         every = (
             q.with_only_columns(Case.id.label("id"), Case.registered_at.label("at"))
-            .where(*(_mentions(w) for w in words))
+            .where(matching(whole))
             .cte("matches")
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
@@ -267,19 +319,15 @@ def _word_search(s: Session, q: Select[Any], words: list[str], offset: int, limi
         )  # fmt: skip
         more = len(ids) > COUNT_CAP
     ids = ids[:COUNT_CAP]
-    if s.get_bind().dialect.name == "postgresql" and offset < RANKED and ids:
-        asked = " ".join(words)
-        closeness = func.greatest(
-            func.word_similarity(asked, Case.original_text),
-            func.word_similarity(asked, func.coalesce(Case.address, "")),
-        )
+    if pg and offset < RANKED and ids:
         pool = ids[:RANKED]
+        closeness = func.ts_rank_cd(SEARCH_VECTOR, tsquery)
         ranked = list(s.scalars(select(Case.id).where(Case.id.in_(pool))
                                 .order_by(closeness.desc(), *_NEWEST)))  # fmt: skip
         ids = ranked + ids[RANKED:]
     shown = ids[offset : offset + limit]
     if more and offset + limit > len(ids):  # past the counted matches: newest first
-        rows = s.scalars(q.where(*(_mentions(w) for w in words)).order_by(*_NEWEST)
+        rows = s.scalars(q.where(matching(whole)).order_by(*_NEWEST)
                          .offset(offset).limit(limit)).all()  # fmt: skip
         return Found(list(rows), len(ids), more)
     by_id = {c.id: c for c in s.scalars(select(Case).where(Case.id.in_(shown)))}

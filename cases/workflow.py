@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, or_, select
 from sqlalchemy.orm import Session
 
+from cases.db import built
 from cases.errors import Forbidden, IllegalTransition, Invalid, NotFound
 from cases.i18n import words
 from cases.models import OPEN_STATUSES, Case, CaseEvent, Role, Status, User
@@ -410,9 +411,16 @@ def allowed_actions(actor: User, case: Case) -> list[str]:
 
 
 def _apply(
-    s: Session | None, ctx: Ctx, actor: User | None, case: Case, step: Step, out: Outcome
+    s: Session | None,
+    ctx: Ctx,
+    actor: User | None,
+    case: Case,
+    step: Step,
+    out: Outcome,
+    history: list[CaseEvent] | None = None,
 ) -> CaseEvent:
-    """Make the move, as the table allows it: from one of its sources to one of its targets."""
+    """Make the move, as the table allows it: from one of its sources to one of its targets.
+    The event goes into the case's history, or into `history` (a case being prepared)."""
     action = step.name
     if Status(case.status) not in step.sources:
         raise IllegalTransition(f"cannot {action} a case that is {case.status}")
@@ -422,7 +430,8 @@ def _apply(
     if out.to is not None:
         case.status = out.to.value
     case.updated_at = ctx.now
-    event = CaseEvent(
+    event = built(
+        CaseEvent,
         at=ctx.now,
         actor_id=actor.id if actor else None,
         actor_label=f"{actor.display_name} ({actor.role})" if actor else SYSTEM,
@@ -433,8 +442,11 @@ def _apply(
         public=out.public,
         data=out.data or {},
     )
-    # Appending (not session.add) keeps the loaded history free of a second copy of the event.
-    case.events.append(event)
+    if history is not None:
+        history.append(event)
+    else:
+        # Appending (not session.add) keeps the loaded history free of a second copy.
+        case.events.append(event)
     if out.public and out.template:
         if s is None:
             raise RuntimeError(f"step {action!r} texts the citizen: it needs a session")
@@ -460,13 +472,15 @@ def system_step(
     action: str,
     out: Outcome,
     actor: User | None = None,
+    history: list[CaseEvent] | None = None,
 ) -> CaseEvent:
     """A move of the table taken by the system (the registration, automatic routing, the
     overdue flag, a citizen's message), with the outcome the caller decided: checked against
     the table's sources and targets like a staff step, without a permission check (`actor`:
     who the entry is recorded for, the registration's operator). Without a session (a case
-    being prepared in memory) the step may not text the citizen."""
+    being prepared in memory, its events collected in `history`) the step may not text the
+    citizen."""
     step = MOVES.get(action)
     if step is None:
         raise RuntimeError(f"{action!r} is not a move of the table")
-    return _apply(s, ctx, actor, case, step, out)
+    return _apply(s, ctx, actor, case, step, out, history)

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
-from cases.db import Base
+from cases.db import Base, built
 from cases.errors import Invalid
 from cases.models import Case, InboundKind, InboundMessage, OutboxMessage
 from cases.notify import Ctx, office_name, queue_text, render, render_text, status_label
@@ -323,7 +323,8 @@ def _stored(
 ) -> InboundMessage:
     """The row that keeps the text, what it meant and the answer (for the provider's
     retries)."""
-    return InboundMessage(
+    return built(
+        InboundMessage,
         municipality=ctx.muni.code,
         provider_sid=msg.sid,
         from_phone=phone,
@@ -364,6 +365,7 @@ def _new_case(
         ctx,
         linked=stored,
         commit=True,
+        keep=False,  # the reply is all that is left to do
         when=(_new_case_precondition(), precondition) if precondition is not None else None,
         repeatable=True,
         channel="sms",

@@ -19,13 +19,13 @@ evenly between the two workers instead of piling onto whichever accepted first):
 4. checks the register: protocol numbers exactly 1..N (N = accepted webhooks), one case and one
    inbound row per request, and prints synchronous_commit as the app's sessions see it;
 5. prints requests/s, p50/p99 latency, errors (with the first server-side traceback), the
-   ratio app/bare, PASS/MISS against the targets (ratio >= 0.40, p99 < 50 ms at 32
-   connections), then stops every process and drops the database.
+   ratios app/bare and app/floor, PASS/MISS against the targets (app/floor >= 0.80, p99 < 50
+   ms at 32 connections), then stops every process and drops the database.
 
-With ``--floor`` it also loads bench/floor_app.py between the app and the second bare run:
-only the work required of any implementation (twilio's signature check, the sender's number,
-one durable gap-free numbered INSERT, twilio's TwiML builder), so floor/bare bounds the ratio
-that these parts allow on this machine.
+The floor (bench/floor_app.py, loaded between the app and the second bare run; ``--no-floor``
+skips it) does only the work required of any implementation (twilio's signature check, the
+sender's number, one durable gap-free numbered INSERT, twilio's TwiML builder): floor/bare
+bounds the ratio that these parts allow on this machine, and the target is set against it.
 
 Never asserts timings; exits 0 unless the benchmark itself could not run.
 """
@@ -73,7 +73,7 @@ ACCOUNT = "AC" + "b" * 32
 TO = "+393475550123"  # Monteverde's SMS number in config.toml
 MUNI = "monteverde"
 PATH = "/sms/inbound"
-TARGET_RATIO = 0.40
+TARGET_FLOOR = 0.80  # issue 12: an inbound text at >= 0.80 of what the required work allows
 TARGET_P99_MS = 50.0
 
 PROBLEMS = [
@@ -425,10 +425,11 @@ def main() -> int:
         "empty register that has never been analyzed)",
     )
     parser.add_argument(
-        "--floor",
-        action="store_true",
-        help="also load bench/floor_app.py (the required work only: signature, phone number, "
-        "one durable numbered INSERT, TwiML): the highest ratio these parts allow",
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="skip bench/floor_app.py (the required work only: signature, phone number, one "
+        "durable numbered INSERT, TwiML), against which the target is set",
     )
     args = parser.parse_args()
     args.worker_connections = worker_connections(args)
@@ -547,12 +548,15 @@ def main() -> int:
             print("  " + ln)
         print()
         durable = sync_commit == "on" and fsync == "on"
+        of_floor = app["rps"] / floor["rps"] if "p99_ms" in floor else float("nan")
         print(table(
             ["target", "measured", "result"],
             [
-                [f"app/bare throughput >= {TARGET_RATIO:.2f} (durable, gap-free)",
-                 f"{ratio:.3f} ({app['rps']:,.0f} / {bare_rps:,.0f} req/s)",
-                 verdict(ratio >= TARGET_RATIO and durable and gap_free)],
+                [f"app/floor throughput >= {TARGET_FLOOR:.2f} (durable, gap-free)",
+                 f"{of_floor:.3f} ({app['rps']:,.0f} / {floor.get('rps', float('nan')):,.0f}"
+                 f" req/s; app/bare {ratio:.3f})",
+                 verdict(of_floor >= TARGET_FLOOR and durable and gap_free)
+                 if "p99_ms" in floor else "(no floor)"],
                 [f"app p99 < {TARGET_P99_MS:g} ms at {args.connections} connections",
                  f"{app['p99_ms']:.1f} ms", verdict(app["p99_ms"] < TARGET_P99_MS)],
                 ["no errors (non-200) from the app", str(app["errors_total"]),

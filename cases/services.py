@@ -145,7 +145,8 @@ def search_words(text: str | None) -> list[str]:
 
 
 COUNT_CAP = 1000  # a list's total is counted up to this; beyond, "more than 1,000"
-SEARCH_WINDOW = 5_000  # a word search reads the newest cases first, this many at most
+SEARCH_WINDOW = 5_000  # a word search reads the newest cases first, this many
+SEARCH_DEEPEST = 50_000  # and further back, up to this many, when they promise enough matches
 RANKED = 100  # the newest matches of a word search, ranked by closeness (PostgreSQL)
 
 
@@ -176,16 +177,17 @@ SEARCH_VECTOR = literal_column("cases.search_vector", TSVECTOR)
 
 
 def full_text_query(s: Session, words: list[str]) -> str | None:
-    """PostgreSQL's search for every word, each as the start of a word (its Italian stem as a
-    prefix: "lampion" and "lampioni" both find "lampione", "2" finds "21"), as the text of a
-    tsquery; None when no word is left to look for (only words like "di" or "il", which
-    Italian full-text search ignores)."""
+    """PostgreSQL's search for every word, as the text of a tsquery: each word by its Italian
+    stem, so that the singular finds the plural ("lampione", "lampioni") and accents do not
+    matter ("citta", "città"); a number as itself (via Roma 2 is not via Roma 21). Whole
+    words, not prefixes: a prefix is a union of many index lists, which made a search of a
+    street and a house number take seconds at ten million cases. None when no word is left
+    to look for (only words like "di" or "il", which Italian full-text search ignores)."""
     parts = [p for w in words for p in re.findall(r"[^\W_]+", w)]
     if not parts:
         return None
-    asked = " & ".join(f"{p}:*" for p in parts)
-    got = s.scalar(select(cast(func.to_tsquery(literal_column(f"'{SEARCH_CONFIG}'"), asked),
-                               String)))  # fmt: skip
+    got = s.scalar(select(cast(func.plainto_tsquery(literal_column(f"'{SEARCH_CONFIG}'"),
+                                                    " ".join(parts)), String)))  # fmt: skip
     return got or None
 
 
@@ -264,7 +266,10 @@ def list_cases(
 def _word_search(s: Session, q: Select[Any], words: list[str], offset: int, limit: int) -> Found:
     """Cases holding every word, newest first, at any size of the register. The newest
     SEARCH_WINDOW cases are read first: when they hold the RANKED (or the page's) newest
-    matches, those are the answer, and the total says "at least" (a common word). Otherwise
+    matches, those are the answer, and the total says "at least" (a common word). When they
+    hold some, the newest cases are read further back, as far as their share of matches
+    promises enough of them (up to SEARCH_DEEPEST: a word in one case of a few hundred,
+    which its index would answer only by fetching every one of its matches). Otherwise
     the full-text index is asked for every match (rarer words, or a rare combination of
     common ones: the index intersects the words' lists), counted up to COUNT_CAP. On
     PostgreSQL the newest RANKED are then ordered by closeness (ts_rank_cd: the words side by
@@ -289,20 +294,29 @@ def _word_search(s: Session, q: Select[Any], words: list[str], offset: int, limi
     whole = SimpleNamespace(search_vector=SEARCH_VECTOR, original_text=Case.original_text,
                             address=Case.address)  # fmt: skip
     need = max(RANKED, offset + limit)
-    window = (
-        q.with_only_columns(Case.id, Case.registered_at, *held)
-        .order_by(*_NEWEST)
-        .limit(SEARCH_WINDOW)
-        .subquery()
-    )
-    ids = list(
-        s.scalars(
-            select(window.c.id)
-            .where(matching(window.c))
-            .order_by(window.c.registered_at.desc(), window.c.id.desc())
-            .limit(need)
+
+    def newest(n: int) -> list[int]:
+        window = (
+            q.with_only_columns(Case.id, Case.registered_at, *held)
+            .order_by(*_NEWEST)
+            .limit(n)
+            .subquery()
         )
-    )
+        return list(
+            s.scalars(
+                select(window.c.id)
+                .where(matching(window.c))
+                .order_by(window.c.registered_at.desc(), window.c.id.desc())
+                .limit(need)
+            )
+        )
+
+    ids = newest(SEARCH_WINDOW)
+    if 0 < len(ids) < need:
+        # as many matches as the window's share promises, with a margin, if not too far
+        deeper = SEARCH_WINDOW * need * 3 // (2 * len(ids))
+        if deeper <= SEARCH_DEEPEST:
+            ids = newest(deeper)
     more = len(ids) >= need  # enough among the newest: older ones may match too
     if not more:
         # every match, found through the index, then sorted (MATERIALIZED: PostgreSQL

@@ -90,6 +90,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--trace", action="store_true",
+                        help="trace each worker's allocations (tracemalloc, slower) and print, "
+                        "after the last round, what grew since the end of the first, by site")  # fmt: skip
     args = parser.parse_args()
     args.connections = args.clients
     args.worker_class = "gthread"
@@ -117,10 +120,15 @@ def main() -> int:
                    LOG_LEVEL="WARNING", INSTANCE_PATH=os.path.join(tmp, "instance"))  # fmt: skip
         per_round = -(-args.requests // args.rounds)
         log_path = os.path.join(tmp, "gunicorn.log")
+        argv = gunicorn_argv("lineadiretta.app:create_app()", port, args)
+        trace_dir = os.path.join(tmp, "trace")
+        if args.trace:  # the server hooks of bench/_trace_conf.py, a snapshot every round
+            os.makedirs(trace_dir)
+            argv[1:1] = ["-c", str(Path(__file__).resolve().with_name("_trace_conf.py"))]
+            env.update(LD_TRACE_DIR=trace_dir, LD_TRACE_EVERY=str(per_round // args.workers))
         samples: list[tuple[int, list[int]]] = []
         with open(log_path, "w") as log:
-            server = Child(gunicorn_argv("lineadiretta.app:create_app()", port, args), env=env,
-                           stdout=log, stderr=log)  # fmt: skip
+            server = Child(argv, env=env, stdout=log, stderr=log)
             try:
                 wait_http(port, "/healthz", 60, server)
                 cookies = {n: login(port, n) for n in ("urp", "sup", "ref-LLPP", "op-LLPP-1")}
@@ -152,6 +160,13 @@ def main() -> int:
                 server.stop()
         with open(log_path) as f:
             tracebacks = f.read().count("Traceback")
+        traced = []
+        if args.trace:
+            for name in sorted(os.listdir(trace_dir)):
+                with open(os.path.join(trace_dir, name)) as f:
+                    last = f.read().rsplit("== ", 1)[-1]
+                traced.append(f"worker {name.removesuffix('.txt')}, growth since its first "
+                              f"snapshot, by allocation site (newest frame first):\n== {last}")  # fmt: skip
     first, last = samples[0][1], samples[-1][1]
     growth = max((b - a) / a for a, b in zip(first, last, strict=False)) if first else 0.0
     print()
@@ -163,6 +178,9 @@ def main() -> int:
     print(table(["target", "measured", "result"], [[
         f"a worker's RSS grows by at most {TARGET_GROWTH:.0%} after the first round",
         f"{growth:+.1%}", verdict(growth <= TARGET_GROWTH)]]))  # fmt: skip
+    for t in traced:
+        print()
+        print(t)
     print(f"\ntotal run time {time.monotonic() - started:.0f}s")
     return 0
 

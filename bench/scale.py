@@ -304,6 +304,9 @@ def make_calls(libpq: str, n: int) -> list[str]:
 
     sids = [f"CAscale{i:027d}" for i in range(n)]
     with psycopg.connect(libpq) as conn, conn.cursor() as cur:
+        # a database measured before (--database) holds an earlier run's calls and answers
+        cur.execute("DELETE FROM call_steps WHERE call_sid LIKE 'CAscale%'")
+        cur.execute("DELETE FROM calls WHERE call_sid LIKE 'CAscale%'")
         cur.executemany(
             "INSERT INTO calls (call_sid, municipality, from_phone, to_phone, language, state,"
             " started_at, updated_at) VALUES (%s, %s, %s, %s, 'it', %s, now(), now())",

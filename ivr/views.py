@@ -235,6 +235,8 @@ def _durable(
     # never behind the action URL, even if the navigation since the last row write was lost
     state["turn"] = max(int(state.get("turn", 0)), turn_no) + 1
     call.state = state
+    # set with the state: a step that commits midway (a registration) writes both at once
+    call.updated_at = now
     muni = runtime().config.get(call.municipality)
     turn = flow.Turn(session=db, ctx=ctx_for(muni), call=call, form=form)
     try:
@@ -242,7 +244,6 @@ def _durable(
     except Invalid as exc:
         s.rollback()
         return _bad(400, str(exc))
-    call.updated_at = now
     s.add(CallStep(call_sid=sid, step=step, request_hash=digest, response=xml, created_at=now))
     try:
         after_commit(s)

@@ -176,7 +176,11 @@ def test_a_case_from_triage_to_close_in_the_browser(stack: Stack, chromium: Any)
 
     urp.goto(st.base + "/console/triage?tab=to_close")
     urp.click(f"a:has-text('{case.protocol}')")
+    # the page's script fills the box when an answer is picked: under load the click's
+    # navigation may return before that script has run, so wait for the page, then the box
+    urp.wait_for_load_state("load")
     urp.select_option("#pick-close", label="Intervento concluso")
+    urp.wait_for_function("document.querySelector('#close-reply').value !== ''")
     filled = urp.input_value("#close-reply")
     assert case.protocol in filled and "{office}" not in filled
     urp.wait_for_selector("#seg-close-reply[data-segments]")

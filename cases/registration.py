@@ -30,7 +30,7 @@ for `cases.handoff`.
 
 The case, its history and its attachments are built as plain rows (`cases.db.built`: the
 values put straight into the instances, no attribute events), not tracked one attribute at a
-time: the registration writes them whole. That is most of an inbound text's own CPU saved.
+time: the registration writes them whole (an inbound text's own CPU: about a quarter less).
 """
 
 from __future__ import annotations

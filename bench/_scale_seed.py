@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from inbound_sms import PROBLEMS  # the same reports the inbound benchmark sends
@@ -293,11 +294,8 @@ def seed(libpq: str, total: int, now: datetime, say: Callable[[str], None] = pri
     was written (counts, seconds per phase, sizes)."""
     import psycopg
 
-    from cases.config import load_config
-
-    config = load_config(_config_path())
-    muni = config.get(MEASURED)
-    staff = Staff([o.code for o in muni.offices])
+    muni = _measured()
+    staff = _staff(muni)
     cats = [c.code for c in muni.categories]
     cat_office = [c.office for c in muni.categories]
     cat_days = [c.due_days or muni.due_days for c in muni.categories]
@@ -399,9 +397,7 @@ def seeded_before(libpq: str) -> dict:
     its plan (the size and time it was seeded with), its staff, its rows and size."""
     import psycopg
 
-    from cases.config import load_config
-
-    muni = load_config(_config_path()).get(MEASURED)
+    staff = _staff(_measured())
     with psycopg.connect(libpq, autocommit=True) as conn:
         conn.execute(RECORD_SQL)
         got = conn.execute("SELECT total, now FROM bench_scale_seed").fetchone()
@@ -418,9 +414,19 @@ def seeded_before(libpq: str) -> dict:
         "rows": rows,
         "timings": {"total": 0.0},
         "bytes": size,
-        "staff": Staff([o.code for o in muni.offices]),
+        "staff": staff,
         "plan": Plan(int(got[0]), got[1]),
     }
+
+
+def _measured() -> Any:
+    from cases.config import load_config
+
+    return load_config(_config_path()).get(MEASURED)
+
+
+def _staff(muni: Any) -> Staff:
+    return Staff([o.code for o in muni.offices])
 
 
 def _config_path() -> str:

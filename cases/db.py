@@ -49,6 +49,16 @@ def built(cls: type[B], **values: Any) -> B:
     return obj
 
 
+def defaulted(obj: Base) -> dict[str, Any]:
+    """The instance's own values (its `__dict__`), each column it holds no value for set to
+    its Python-side default, as `built` does: what a row written whole is written with."""
+    d = obj.__dict__
+    for key, default, made in _defaults(type(obj)):
+        if d.get(key) is None:
+            d[key] = default() if made else default
+    return d
+
+
 @cache
 def _defaults(cls: type[Base]) -> tuple[tuple[str, Any, bool], ...]:
     """Each column's Python-side default: (key, a value or a function that makes one, which

@@ -20,6 +20,8 @@ from typing import Any
 from sqlalchemy import Column, Table
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
+from cases.db import defaulted
+
 
 @dataclass(frozen=True)
 class Row:
@@ -65,16 +67,13 @@ def json_row(
     text that prints the provisional number becomes a PostgreSQL format() string with
     %1$s / %2$s in its place."""
     table = obj.__table__
-    held = obj.__dict__  # the instance's own values: read (and defaulted) as loaded ones are
+    held = defaulted(obj)  # the instance's own values, read as loaded ones are
     values: dict[str, Any] = {}
     formatted: list[str] = []
     for col in _settable(table):
         if col.key in skip:
             continue
         v = held.get(col.key)
-        default: Any = col.default
-        if v is None and default is not None:
-            v = held[col.key] = default.arg if default.is_scalar else default.arg(None)
         if v is None:
             continue
         if (
